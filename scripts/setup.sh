@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs whatever is missing for building acf-index on Debian 12, then builds it.
+# Idempotent: quick when everything is already there.
+#   - Debian packages: libgdal-dev (GDAL 3.6), gdal-bin (used by tests), pkg-config, a C/C++ compiler
+#   - .venv with PyPI torch==2.11.0 (libtorch for tch 0.24; the CUDA 13 build), linked as .venv/libtorch
+#   - cargo build (release unless ACF_SETUP_PROFILE=debug)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION=2.11.0
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- Debian packages ---------------------------------------------------------
+missing=()
+command -v gdal-config >/dev/null 2>&1 || missing+=(libgdal-dev)
+command -v gdal_translate >/dev/null 2>&1 || missing+=(gdal-bin)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+if ((${#missing[@]})); then
+    say "installing Debian packages: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# --- Rust toolchain ----------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1; then
+    say "cargo not found: install Rust with rustup (https://rustup.rs), then rerun"; exit 1
+fi
+
+# --- libtorch from PyPI, in a project-local venv ------------------------------
+if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$TORCH_VERSION' else 1)" >/dev/null 2>&1; then
+    say "installing torch==$TORCH_VERSION into .venv (about 70 s and 4.6 GB)"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
+fi
+torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+[ "$(readlink .venv/libtorch 2>/dev/null || true)" = "$torch_dir" ] || ln -sfn "$torch_dir" .venv/libtorch
+
+# --- Build -------------------------------------------------------------------
+if [ "${ACF_SETUP_PROFILE:-release}" = "release" ]; then
+    say "cargo build --release"
+    cargo build --release --quiet
+fi
+say "ready"

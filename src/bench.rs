@@ -1,0 +1,108 @@
+//! `acf-index bench model`: throughput of the encoders and of scoring on one device.
+//! A benchmark, not a test: it prints numbers and asserts nothing.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::model::vig::l2_normalize;
+use crate::model::{AcfModel, Config, ImageFeatures, Vocab, scoring};
+
+/// One measured row.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub config: String,
+    pub device: String,
+    pub what: String,
+    pub per_second: f64,
+    pub unit: &'static str,
+}
+
+/// How long each measurement runs at least (after one warm-up run).
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOptions {
+    pub min_time: Duration,
+    pub min_iters: u32,
+    /// Stored chips that one caption is scored against.
+    pub stored_chips: i64,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions { min_time: Duration::from_secs(3), min_iters: 2, stored_chips: 10_000 }
+    }
+}
+
+/// Runs `f` once to warm up, then repeatedly; returns calls per second.
+fn rate(opts: &BenchOptions, device: Device, mut f: impl FnMut()) -> f64 {
+    f();
+    sync(device);
+    let start = Instant::now();
+    let mut n = 0u32;
+    while n < opts.min_iters || start.elapsed() < opts.min_time {
+        f();
+        n += 1;
+    }
+    sync(device);
+    f64::from(n) / start.elapsed().as_secs_f64()
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// A vocabulary of `n` synthetic words, for benchmarking without a dataset.
+fn synthetic_vocab(n: usize) -> Vocab {
+    let words: Vec<String> = (0..n).map(|i| format!("w{i}")).collect();
+    Vocab::build(words.iter().map(String::as_str), 1)
+}
+
+/// Measures one config on `device`, calling `report` after each row.
+pub fn bench_model(
+    cfg: &Config,
+    device: Device,
+    opts: &BenchOptions,
+    mut report: impl FnMut(&BenchRow),
+) -> Vec<BenchRow> {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(0);
+    let model = AcfModel::new(cfg.clone(), synthetic_vocab(3000), device);
+    let dev_name = crate::device::device_name(device);
+    let mut rows = Vec::new();
+    let mut push = |what: String, per_second: f64, unit: &'static str| {
+        let row = BenchRow { config: cfg.name.clone(), device: dev_name.clone(), what, per_second, unit };
+        report(&row);
+        rows.push(row);
+    };
+    let s = cfg.image.image_size;
+    for batch in [16i64, 64] {
+        let pixels = Tensor::randint(256, [batch, 3, s, s], (Kind::Uint8, device));
+        let per_s = rate(opts, device, || {
+            let _ = model.encode_pixels(&pixels, false);
+        });
+        push(format!("image encoder, batch {batch}"), per_s * batch as f64, "chips/s");
+    }
+    let captions = 128i64;
+    let ids = Tensor::randint_low(2, 3000, [captions, 12], (Kind::Int64, device));
+    let lengths = Tensor::full([captions], 12, (Kind::Int64, device));
+    let per_s = rate(opts, device, || {
+        let _ = model.encode_ids(&ids, &lengths, false);
+    });
+    push(format!("text encoder, batch {captions}"), per_s * captions as f64, "captions/s");
+
+    let n = opts.stored_chips;
+    let d = cfg.embed_dim;
+    let stored = ImageFeatures {
+        regions: l2_normalize(&Tensor::randn([n, cfg.regions(), d], (Kind::Float, device)), -1),
+        global: l2_normalize(&Tensor::randn([n, d], (Kind::Float, device)), -1),
+    };
+    let text = model.encode_ids(&ids.narrow(0, 0, 1), &lengths.narrow(0, 0, 1), false);
+    let per_s = rate(opts, device, || {
+        let _ = scoring::score_matrix_chunked(&stored, &text, &cfg.scoring, 2048);
+    });
+    push(format!("scoring S, 1 caption × {n} chips"), per_s * n as f64, "pairs/s");
+    rows
+}

@@ -1,0 +1,131 @@
+//! Argument definitions. Every subcommand's `--help` explains what it does and why.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::device::DeviceChoice;
+
+/// Text search over satellite and aerial image archives with the ACF cross-modal
+/// retrieval model (Yang et al., Remote Sensing 2025).
+#[derive(Debug, Parser)]
+#[command(name = "acf-index", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr: `text` for people, `json` for cron logs.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (-v debug, -vv trace). ACF_LOG overrides (tracing filter syntax).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report versions, CUDA devices, CPU threads and GDAL drivers of this build and machine.
+    Doctor {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create and inspect model directories (config.json, vocab.json, model.safetensors, MODEL_CARD.md).
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Rank image files (JPEG, PNG, TIFF) against a caption with the full ACF score S(I,T).
+    ///
+    /// Each image is resized to the model's input size and encoded; the caption is tokenised
+    /// with the model's vocabulary (unknown words are reported; a caption with no known
+    /// word is an error). Prints rank, S, the global similarity sim_g, and the file.
+    Rank {
+        /// The caption, e.g. "tennis court near a football field".
+        #[arg(long, short)]
+        text: String,
+        /// Image files to rank.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks (print throughput, assert nothing).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Where the model comes from and where it runs.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Model directory (config.json, vocab.json, model.safetensors).
+    #[arg(long, short, default_value = "models/default", env = "ACF_MODEL")]
+    pub model: PathBuf,
+    /// auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Create a fresh, untrained model directory from a config preset and dataset captions.
+    ///
+    /// The vocabulary is built from the captions of the given RSICD-style dataset JSON
+    /// files (images[].sentences[].raw), words seen fewer than text.vocab_min_count times
+    /// map to <unk>. Weights are initialised with --seed.
+    Init {
+        /// A preset (pvig-nano, pvig-ti) or a path to a config.json.
+        #[arg(long, default_value = "pvig-nano")]
+        config: String,
+        /// Dataset JSON(s) whose captions form the vocabulary.
+        #[arg(long = "vocab-from", required = true)]
+        vocab_from: Vec<PathBuf>,
+        /// Output model directory (must not exist or be empty unless --force).
+        #[arg(long)]
+        out: PathBuf,
+        /// Random seed for the initial weights.
+        #[arg(long, default_value_t = 42)]
+        seed: i64,
+        /// Overwrite an existing model directory.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show a model's config, size, vocabulary and fingerprint, after checking that its parts agree.
+    Info {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Image encoder chips/s (batch 16 and 64), text captions/s, and scoring pairs/s for one
+    /// caption against 10,000 stored chips, for each config on the chosen device.
+    Model {
+        /// Configs to measure (presets or config.json paths).
+        #[arg(long, value_delimiter = ',', default_value = "pvig-nano,pvig-ti")]
+        configs: Vec<String>,
+        /// auto (CUDA when available), cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+        /// Minimum seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        min_seconds: f64,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,220 @@
+//! One function per subcommand: validate, call the library, print.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tch::Device;
+
+use super::args::{BenchCommand, Command, ModelArgs, ModelCommand};
+use crate::bench::{BenchOptions, bench_model};
+use crate::data::dataset::Dataset;
+use crate::data::image_file::{Chip, load_chip};
+use crate::device::device_name;
+use crate::model::model_dir::{self, ModelDir};
+use crate::model::{AcfModel, Config, Vocab, scoring};
+
+/// Runs one subcommand.
+pub fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Doctor { json } => doctor(json),
+        Command::Model(ModelCommand::Init { config, vocab_from, out, seed, force }) => {
+            model_init(&config, &vocab_from, &out, seed, force)
+        }
+        Command::Model(ModelCommand::Info { model, json }) => model_info(&model, json),
+        Command::Rank { text, images, model, json } => rank(&text, &images, &model, json),
+        Command::Bench(BenchCommand::Model { configs, device, min_seconds, json }) => {
+            bench(&configs, device.resolve()?, min_seconds, json)
+        }
+    }
+}
+
+fn doctor(json: bool) -> Result<()> {
+    let report = crate::doctor::collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+/// Loads the model named by `--model` onto `--device`.
+pub(crate) fn load_model(args: &ModelArgs) -> Result<ModelDir> {
+    let device = args.device.resolve()?;
+    let loaded = ModelDir::load(&args.model, device).with_context(|| {
+        if args.model == Path::new("models/default") && !args.model.exists() {
+            "no --model given and models/default does not exist here (run from the repository root, \
+             or pass --model DIR / set ACF_MODEL)"
+                .to_string()
+        } else {
+            format!("cannot load model {}", args.model.display())
+        }
+    })?;
+    tracing::info!(
+        model = %args.model.display(),
+        config = %loaded.model.config.name,
+        fingerprint = loaded.short_fingerprint(),
+        device = %device_name(device),
+        "model loaded"
+    );
+    Ok(loaded)
+}
+
+fn model_init(
+    config: &str,
+    vocab_from: &[std::path::PathBuf],
+    out: &Path,
+    seed: i64,
+    force: bool,
+) -> Result<()> {
+    if out.exists() && !force && out.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
+        bail!("{}: already exists and is not empty (use --force to overwrite)", out.display());
+    }
+    let config = Config::preset_or_file(config)?;
+    let mut captions: Vec<String> = Vec::new();
+    let mut sources = Vec::new();
+    for json in vocab_from {
+        let ds = Dataset::load(json, None)?;
+        sources.push(format!("{} ({} images)", ds.name, ds.samples.len()));
+        captions.extend(ds.captions().map(String::from));
+    }
+    if captions.is_empty() {
+        bail!("the datasets given to --vocab-from hold no captions");
+    }
+    let vocab = Vocab::build(captions.iter().map(String::as_str), config.text.vocab_min_count);
+    tch::manual_seed(seed);
+    let model = AcfModel::new(config, vocab, Device::Cpu);
+    let card = init_card(&model, &sources, seed);
+    let fingerprint = model_dir::save(&model, out, &card)?;
+    println!(
+        "created untrained {} model in {} ({} trainable parameters, {} words, fingerprint {})",
+        model.config.name,
+        out.display(),
+        model.trainable_parameters(),
+        model.vocab.len(),
+        &fingerprint[..12]
+    );
+    Ok(())
+}
+
+fn init_card(model: &AcfModel, sources: &[String], seed: i64) -> String {
+    format!(
+        "# Model card: {name} (untrained)\n\n\
+         Created by `acf-index model init` with seed {seed}. The weights are a random\n\
+         initialisation: this model does not retrieve anything meaningful until it is trained.\n\n\
+         - Config: `{name}` (see config.json)\n\
+         - Trainable parameters: {params}\n\
+         - Vocabulary: {words} words from {sources}\n\
+         - Weights fingerprint (sha256 of model.safetensors): `{{fingerprint}}`\n\
+         - acf-index version: {version}\n",
+        name = model.config.name,
+        params = model.trainable_parameters(),
+        words = model.vocab.len(),
+        sources = sources.join(", "),
+        version = env!("CARGO_PKG_VERSION"),
+    )
+}
+
+fn model_info(args: &ModelArgs, json: bool) -> Result<()> {
+    let loaded = load_model(args)?;
+    let m = &loaded.model;
+    if json {
+        let info = serde_json::json!({
+            "dir": loaded.dir,
+            "fingerprint": loaded.fingerprint,
+            "trainable_parameters": m.trainable_parameters(),
+            "vocabulary_words": m.vocab.len(),
+            "config": m.config,
+        });
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        let s = &m.config.scoring;
+        println!("model        {}", loaded.dir.display());
+        println!("config       {}", m.config.name);
+        println!("fingerprint  {}", loaded.fingerprint);
+        println!("parameters   {} trainable", m.trainable_parameters());
+        println!("vocabulary   {} words", m.vocab.len());
+        println!(
+            "backbone     blocks {:?}, channels {:?}, D = {}",
+            m.config.image.blocks, m.config.image.channels, m.config.embed_dim
+        );
+        println!(
+            "scoring      λ = {}, p = {}, q = {}, correction {:?}, filtering {}, global {}",
+            s.lambda, s.p, s.q, s.correction, s.filtering, s.global_component
+        );
+    }
+    Ok(())
+}
+
+fn rank(text: &str, images: &[std::path::PathBuf], args: &ModelArgs, json: bool) -> Result<()> {
+    let loaded = load_model(args)?;
+    let model = &loaded.model;
+    let (caption, encoded) = model.encode_captions(&[text])?;
+    if !encoded[0].unknown.is_empty() {
+        tracing::warn!("words not in the model's vocabulary (ignored): {}", encoded[0].unknown.join(", "));
+    }
+    let size = model.config.image.image_size as u32;
+    let mut chips = Vec::new();
+    let mut names = Vec::new();
+    for path in images {
+        match load_chip(path, size) {
+            Ok(chip) => {
+                chips.push(chip);
+                names.push(path.display().to_string());
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+    }
+    if chips.is_empty() {
+        bail!("none of the {} image(s) could be read", images.len());
+    }
+    let mut scores = Vec::with_capacity(chips.len());
+    let mut sims = Vec::with_capacity(chips.len());
+    let _guard = tch::no_grad_guard();
+    for batch in chips.chunks(16) {
+        let feats = model.encode_pixels(&Chip::batch(batch), false);
+        let s = model.score(&feats, &caption).reshape([-1]);
+        let g = scoring::global_similarity(&feats, &caption).reshape([-1]);
+        scores.extend(Vec::<f32>::try_from(&s.to_device(Device::Cpu))?);
+        sims.extend(Vec::<f32>::try_from(&g.to_device(Device::Cpu))?);
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    if !json {
+        println!("{:>4}  {:>8}  {:>8}  image", "rank", "S", "sim_g");
+    }
+    for (rank, &i) in order.iter().enumerate() {
+        if json {
+            let row = serde_json::json!({"rank": rank + 1, "score": scores[i], "sim_g": sims[i], "image": names[i]});
+            println!("{row}");
+        } else {
+            println!("{:>4}  {:>8.4}  {:>8.4}  {}", rank + 1, scores[i], sims[i], names[i]);
+        }
+    }
+    Ok(())
+}
+
+fn bench(configs: &[String], device: Device, min_seconds: f64, json: bool) -> Result<()> {
+    let opts = BenchOptions { min_time: Duration::from_secs_f64(min_seconds.max(0.0)), ..Default::default() };
+    if !json {
+        println!(
+            "device {}, {} CPU threads, libtorch {}",
+            device_name(device),
+            tch::get_num_threads(),
+            env!("ACF_LIBTORCH_BUILD_VERSION")
+        );
+        println!("{:<10} {:<42} {:>12}", "config", "measurement", "throughput");
+    }
+    for name in configs {
+        let cfg = Config::preset_or_file(name)?;
+        bench_model(&cfg, device, &opts, |row| {
+            if json {
+                println!("{}", serde_json::to_string(row).unwrap_or_default());
+            } else {
+                println!("{:<10} {:<42} {:>12.1} {}", row.config, row.what, row.per_second, row.unit);
+            }
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! Command-line interface: argument definitions (clap) and dispatch to the library.
+//! `main.rs` parses [`Cli`] and hands it to [`run`], which returns the exit code.
+
+mod args;
+mod commands;
+
+pub use args::{Cli, Command, LogFormat};
+
+/// Exit codes (also listed in the README).
+pub mod exit {
+    /// Everything succeeded.
+    pub const OK: i32 = 0;
+    /// The command failed (message on stderr).
+    pub const FAILED: i32 = 1;
+    /// Bad command-line usage (clap's own code).
+    pub const USAGE: i32 = 2;
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    init_logging(cli.log_format, cli.verbose, cli.quiet);
+    match commands::dispatch(cli.command) {
+        Ok(()) => exit::OK,
+        Err(err) => {
+            tracing::debug!("{err:?}");
+            eprintln!("error: {}", one_line(&err));
+            exit::FAILED
+        }
+    }
+}
+
+/// `context: cause: cause` on one line.
+fn one_line(err: &anyhow::Error) -> String {
+    err.chain().map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
+}
+
+fn init_logging(format: LogFormat, verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("ACF_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.without_time().with_target(false).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

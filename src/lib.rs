@@ -1,0 +1,12 @@
+//! acf-index: text search over satellite and aerial image archives with the ACF
+//! cross-modal retrieval model. The binary only parses arguments; everything lives here.
+
+pub mod bench;
+pub mod cli;
+pub mod data;
+pub mod device;
+pub mod doctor;
+pub mod error;
+pub mod model;
+
+pub use error::{AcfError, Result};

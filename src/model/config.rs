@@ -1,0 +1,393 @@
+//! `config.json`: every hyperparameter of an ACF model (architecture, scoring, loss,
+//! training schedule, input normalisation, ablation switches). Nothing here is a
+//! constant in code; presets only fill in a [`Config`] that is then saved with the model.
+//!
+//! The file is validated against `schemas/config.schema.json` on load, so a typo or a
+//! missing field is reported by name instead of surfacing later as a shape error.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AcfError, Result};
+
+/// JSON Schema that every `config.json` must satisfy (embedded at build time).
+pub const CONFIG_SCHEMA: &str = include_str!("../../schemas/config.schema.json");
+
+/// Version of the config layout; bumped when a field changes meaning.
+pub const CONFIG_FORMAT_VERSION: u32 = 1;
+
+/// A complete model configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Layout version of this file ([`CONFIG_FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// Preset or user-given name, e.g. `pvig-nano`.
+    pub name: String,
+    /// Dimension D of region, word and global features.
+    pub embed_dim: i64,
+    pub image: ImageConfig,
+    pub text: TextConfig,
+    pub scoring: ScoringConfig,
+    pub loss: LossConfig,
+    pub training: TrainingConfig,
+}
+
+/// Pyramid ViG backbone and multi-level node fusion (Sec. 3.1.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    /// Input side in pixels (chips are square).
+    pub image_size: i64,
+    /// Blocks (Grapher + FFN) per stage.
+    pub blocks: Vec<i64>,
+    /// Channels per stage.
+    pub channels: Vec<i64>,
+    /// Key average-pool ratio per stage for the dynamic graph.
+    pub reduce_ratios: Vec<i64>,
+    /// Neighbours of the first block; grows linearly to `knn_max` over all blocks.
+    pub knn_min: i64,
+    /// Neighbours of the last block.
+    pub knn_max: i64,
+    /// Blocks (counted over all stages) that use dilation 1; later ones use `max_dilation`.
+    pub dilation_after: i64,
+    /// Dilation of the later blocks.
+    pub max_dilation: i64,
+    /// Groups of the grouped 1×1 conv after max-relative aggregation.
+    pub graph_conv_groups: i64,
+    /// FFN hidden width as a multiple of the stage channels.
+    pub ffn_ratio: i64,
+    /// Side of the region grid (k = side², 7 → 49 regions).
+    pub region_grid: i64,
+    /// M2: fuse stage 2 and stage 3 into regions (Eq. 1); off = regions from stage 4 only.
+    pub multi_level_fusion: bool,
+    /// Per-channel mean subtracted after scaling pixels to [0, 1].
+    pub mean: [f64; 3],
+    /// Per-channel standard deviation divided after subtracting `mean`.
+    pub std: [f64; 3],
+}
+
+/// Word embeddings, BiGRU and GAT (Sec. 3.1.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextConfig {
+    /// Word embedding size.
+    pub word_dim: i64,
+    /// Heads of the GAT (each `embed_dim / gat_heads` wide).
+    pub gat_heads: i64,
+    /// Negative slope of the GAT's LeakyReLU.
+    pub gat_leaky_slope: f64,
+    /// M1: the GAT over the caption's words; off = BiGRU features only.
+    pub use_gat: bool,
+    /// Words seen fewer times in the training captions map to `<unk>`.
+    pub vocab_min_count: u32,
+    /// Captions are cut to this many tokens.
+    pub max_tokens: i64,
+}
+
+/// How the global similarity corrects the attention (Eq. 7–9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Correction {
+    /// `softmax(λ · c · s̄)` with `c = sim_g − p`.
+    Logits,
+    /// The printed form, which cancels: plain `softmax(λ · s̄)` (ablation M3).
+    Off,
+}
+
+/// ACF scoring S(I, T) (Sec. 3.2, Eq. 5–14).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoringConfig {
+    /// Softmax temperature λ (Eq. 6).
+    pub lambda: f64,
+    /// Correction offset p (Eq. 7).
+    pub p: f64,
+    /// Filtering threshold q (Eq. 10).
+    pub q: f64,
+    /// ε in the normalisation of s (Eq. 6).
+    pub epsilon: f64,
+    /// M3: attention correction.
+    pub correction: Correction,
+    /// M4: attention filtering.
+    pub filtering: bool,
+    /// M5: add `sim_g` to the local score.
+    pub global_component: bool,
+}
+
+/// How in-batch negatives enter the hinge loss (Eq. 15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Negatives {
+    /// Hardest negative in the batch (VSE++).
+    Hardest,
+    /// Sum over all negatives.
+    Sum,
+}
+
+/// Hinge triplet loss (Eq. 15).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossConfig {
+    /// Margin δ.
+    pub margin: f64,
+    pub negatives: Negatives,
+    /// Add the same hinge on `sim_g` (L_g).
+    pub global_loss: bool,
+}
+
+/// Optimiser and schedule (Sec. 4.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingConfig {
+    pub learning_rate: f64,
+    /// The learning rate is multiplied by `lr_decay` every `lr_decay_every` epochs.
+    pub lr_decay_every: i64,
+    pub lr_decay: f64,
+    pub epochs: i64,
+    pub batch_size: i64,
+    /// Gradient-norm clip (0 = none).
+    pub grad_clip: f64,
+    pub seed: u64,
+}
+
+impl Config {
+    /// Names accepted by [`Config::preset`].
+    pub const PRESETS: [&'static str; 2] = ["pvig-ti", "pvig-nano"];
+
+    /// The paper's configuration: Pyramid ViG-Ti, blocks [2,2,6,2], channels [48,96,240,384].
+    pub fn pvig_ti() -> Self {
+        Self::with_backbone("pvig-ti", vec![2, 2, 6, 2], vec![48, 96, 240, 384])
+    }
+
+    /// Same structure as `pvig-ti`, about 2 M parameters, trainable on a CPU.
+    pub fn pvig_nano() -> Self {
+        Self::with_backbone("pvig-nano", vec![1, 1, 2, 1], vec![32, 64, 128, 256])
+    }
+
+    fn with_backbone(name: &str, blocks: Vec<i64>, channels: Vec<i64>) -> Self {
+        Config {
+            format_version: CONFIG_FORMAT_VERSION,
+            name: name.to_string(),
+            embed_dim: 512,
+            image: ImageConfig {
+                image_size: 224,
+                blocks,
+                channels,
+                reduce_ratios: vec![4, 2, 1, 1],
+                knn_min: 9,
+                knn_max: 18,
+                dilation_after: 4,
+                max_dilation: 2,
+                graph_conv_groups: 4,
+                ffn_ratio: 4,
+                region_grid: 7,
+                multi_level_fusion: true,
+                mean: [0.5, 0.5, 0.5],
+                std: [0.5, 0.5, 0.5],
+            },
+            text: TextConfig {
+                word_dim: 300,
+                gat_heads: 8,
+                gat_leaky_slope: 0.2,
+                use_gat: true,
+                vocab_min_count: 1,
+                max_tokens: 32,
+            },
+            scoring: ScoringConfig {
+                lambda: 9.0,
+                p: 0.3,
+                q: 0.1,
+                epsilon: 1e-8,
+                correction: Correction::Logits,
+                filtering: true,
+                global_component: true,
+            },
+            loss: LossConfig { margin: 0.2, negatives: Negatives::Hardest, global_loss: true },
+            training: TrainingConfig {
+                learning_rate: 1e-3,
+                lr_decay_every: 20,
+                lr_decay: 0.5,
+                epochs: 60,
+                batch_size: 150,
+                grad_clip: 2.0,
+                seed: 42,
+            },
+        }
+    }
+
+    /// A named preset (`pvig-ti`, `pvig-nano`).
+    pub fn preset(name: &str) -> Result<Self> {
+        match name {
+            "pvig-ti" => Ok(Self::pvig_ti()),
+            "pvig-nano" => Ok(Self::pvig_nano()),
+            other => {
+                Err(AcfError::UnknownPreset { name: other.to_string(), known: Self::PRESETS.join(", ") })
+            }
+        }
+    }
+
+    /// A preset name, or else a path to a `config.json`.
+    pub fn preset_or_file(name_or_path: &str) -> Result<Self> {
+        if Self::PRESETS.contains(&name_or_path) {
+            return Self::preset(name_or_path);
+        }
+        let path = Path::new(name_or_path);
+        if path.exists() {
+            return Self::load(path);
+        }
+        Self::preset(name_or_path)
+    }
+
+    /// Reads, schema-validates and checks a `config.json`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| AcfError::io(path, "cannot read config", source))?;
+        Self::from_json_str(&text, path)
+    }
+
+    /// Parses and validates config text; `origin` names the file in errors.
+    pub fn from_json_str(text: &str, origin: &Path) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| AcfError::Config {
+            path: origin.to_path_buf(),
+            reason: format!("not valid JSON: {e}"),
+        })?;
+        validate_against_schema(&value, origin)?;
+        let config: Config = serde_json::from_value(value)
+            .map_err(|e| AcfError::Config { path: origin.to_path_buf(), reason: e.to_string() })?;
+        config.check().map_err(|reason| AcfError::Config { path: origin.to_path_buf(), reason })?;
+        Ok(config)
+    }
+
+    /// Pretty JSON as written to a model directory.
+    pub fn to_json_string(&self) -> String {
+        // Serialising plain structs of numbers, strings and bools cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+
+    /// Cross-field rules the schema cannot express.
+    fn check(&self) -> std::result::Result<(), String> {
+        let im = &self.image;
+        if self.format_version != CONFIG_FORMAT_VERSION {
+            return Err(format!(
+                "format_version {} is not supported (this acf-index reads {})",
+                self.format_version, CONFIG_FORMAT_VERSION
+            ));
+        }
+        if im.blocks.len() != 4 || im.channels.len() != 4 || im.reduce_ratios.len() != 4 {
+            return Err("image.blocks, image.channels and image.reduce_ratios need 4 stages".into());
+        }
+        if im.image_size % 32 != 0 {
+            return Err(format!("image.image_size {} is not a multiple of 32", im.image_size));
+        }
+        let top = im.image_size / 32;
+        if top % im.region_grid != 0 && im.region_grid > top {
+            return Err(format!("image.region_grid {} exceeds the top-stage grid {top}", im.region_grid));
+        }
+        for (stage, (&c, &r)) in im.channels.iter().zip(&im.reduce_ratios).enumerate() {
+            if c % im.graph_conv_groups != 0 {
+                return Err(format!(
+                    "image.channels[{stage}] = {c} is not divisible by graph_conv_groups {}",
+                    im.graph_conv_groups
+                ));
+            }
+            let side = im.image_size / (4 << stage);
+            if r < 1 || side % r != 0 {
+                return Err(format!(
+                    "image.reduce_ratios[{stage}] = {r} does not divide the {side}×{side} grid"
+                ));
+            }
+            let keys = (side / r) * (side / r);
+            if im.knn_max * im.max_dilation > keys {
+                return Err(format!(
+                    "stage {stage} has {keys} graph keys, fewer than knn_max × max_dilation = {}",
+                    im.knn_max * im.max_dilation
+                ));
+            }
+        }
+        if self.embed_dim % self.text.gat_heads != 0 {
+            return Err(format!(
+                "embed_dim {} is not divisible by text.gat_heads {}",
+                self.embed_dim, self.text.gat_heads
+            ));
+        }
+        Ok(())
+    }
+
+    /// Number of regions k (49 for a 7×7 grid).
+    pub fn regions(&self) -> i64 {
+        self.image.region_grid * self.image.region_grid
+    }
+
+    /// Total number of Grapher+FFN blocks.
+    pub fn total_blocks(&self) -> i64 {
+        self.image.blocks.iter().sum()
+    }
+}
+
+fn validate_against_schema(value: &serde_json::Value, origin: &Path) -> Result<()> {
+    let schema: serde_json::Value = serde_json::from_str(CONFIG_SCHEMA).map_err(|e| AcfError::Config {
+        path: origin.to_path_buf(),
+        reason: format!("built-in schema is not valid JSON: {e}"),
+    })?;
+    let validator = jsonschema::validator_for(&schema).map_err(|e| AcfError::Config {
+        path: origin.to_path_buf(),
+        reason: format!("built-in schema is invalid: {e}"),
+    })?;
+    let problems: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            if at.is_empty() { e.to_string() } else { format!("{at}: {e}") }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(AcfError::Config { path: origin.to_path_buf(), reason: problems.join("; ") })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_pass_schema_and_checks() {
+        for name in Config::PRESETS {
+            let cfg = Config::preset(name).unwrap();
+            let back = Config::from_json_str(&cfg.to_json_string(), Path::new("preset")).unwrap();
+            assert_eq!(back, cfg);
+        }
+    }
+
+    #[test]
+    fn schema_errors_name_the_field() {
+        let mut v: serde_json::Value = serde_json::from_str(&Config::pvig_nano().to_json_string()).unwrap();
+        v["scoring"]["correction"] = "sideways".into();
+        let err = Config::from_json_str(&v.to_string(), Path::new("x/config.json")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/scoring/correction"), "{msg}");
+        assert!(msg.contains("x/config.json"), "{msg}");
+
+        let mut v: serde_json::Value = serde_json::from_str(&Config::pvig_nano().to_json_string()).unwrap();
+        v["text"].as_object_mut().unwrap().remove("word_dim");
+        let msg = Config::from_json_str(&v.to_string(), Path::new("c.json")).unwrap_err().to_string();
+        assert!(msg.contains("word_dim"), "{msg}");
+    }
+
+    #[test]
+    fn cross_field_rules_are_checked() {
+        let mut cfg = Config::pvig_nano();
+        cfg.embed_dim = 500; // not divisible by 8 heads
+        let msg = Config::from_json_str(&cfg.to_json_string(), Path::new("c.json")).unwrap_err().to_string();
+        assert!(msg.contains("gat_heads"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_preset_lists_known_ones() {
+        let msg = Config::preset("pvig-huge").unwrap_err().to_string();
+        assert!(msg.contains("pvig-huge") && msg.contains("pvig-nano"), "{msg}");
+    }
+}

@@ -1,0 +1,101 @@
+//! Training loss (Eq. 15, signs fixed): hinge triplet loss with margin δ on in-batch
+//! negatives in both directions, plus the same hinge on the global similarity (L_g).
+
+use tch::{Kind, Tensor};
+
+use crate::model::config::{LossConfig, Negatives};
+
+/// Hinge triplet loss over a (B, B) score matrix whose rows are images and columns
+/// captions, pair (b, b) being positive:
+/// `Σ_b [δ − S(I,T) + S(I,T̂)]_+ + [δ − S(I,T) + S(Î,T)]_+`, with the hardest negative
+/// (VSE++) or the sum over negatives. `image_ids` (B, int64) names each row's source image;
+/// a caption of the same image is never a negative. A row without negatives adds 0.
+pub fn triplet_loss(scores: &Tensor, image_ids: &Tensor, cfg: &LossConfig) -> Tensor {
+    let positive = scores.diagonal(0, 0, 1);
+    let ids = image_ids.to_device(scores.device());
+    // Same source image (the positive itself included): never a negative.
+    let same = ids.unsqueeze(1).eq_tensor(&ids.unsqueeze(0));
+    // Image b against captions T̂ (along a row) and caption b against images Î (along a column).
+    let hinge = |positive: Tensor| (scores - positive + cfg.margin).clamp_min(0.0).masked_fill(&same, 0.0);
+    let cost_captions = hinge(positive.unsqueeze(1));
+    let cost_images = hinge(positive.unsqueeze(0));
+    match cfg.negatives {
+        // max of the hinge = hinge of the hardest negative, and 0 when there is none.
+        Negatives::Hardest => {
+            cost_captions.amax(1, false).sum(None::<Kind>) + cost_images.amax(0, false).sum(None::<Kind>)
+        }
+        Negatives::Sum => cost_captions.sum(None::<Kind>) + cost_images.sum(None::<Kind>),
+    }
+}
+
+/// The ACF training loss (Eq. 15): [`triplet_loss`] on the full scores S plus, when
+/// `global_loss` is on, the same hinge on the global similarities `sim_g` (L_g).
+pub fn acf_loss(scores: &Tensor, global_sim: &Tensor, image_ids: &Tensor, cfg: &LossConfig) -> Tensor {
+    let local = triplet_loss(scores, image_ids, cfg);
+    if cfg.global_loss { local + triplet_loss(global_sim, image_ids, cfg) } else { local }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(negatives: Negatives, global_loss: bool) -> LossConfig {
+        LossConfig { margin: 0.2, negatives, global_loss }
+    }
+
+    fn matrix(rows: [[f64; 3]; 3]) -> Tensor {
+        Tensor::from_slice(rows.as_flattened()).view([3, 3])
+    }
+
+    fn value(t: &Tensor) -> f64 {
+        t.double_value(&[])
+    }
+
+    #[test]
+    fn hand_computed_example() {
+        let scores = matrix([[0.9, 0.45, 0.8], [0.3, 0.7, 0.6], [0.5, 0.75, 0.6]]);
+        let ids = Tensor::from_slice(&[0i64, 1, 2]);
+        // Rows (captions as negatives): 0.1, 0.1, max(0.1, 0.35) | sum 0.45.
+        // Columns (images as negatives): 0, 0.25, max(0.4, 0.2) | sum 0.6.
+        let hardest = triplet_loss(&scores, &ids, &config(Negatives::Hardest, false));
+        assert!((value(&hardest) - 1.2).abs() < 1e-12, "{hardest}");
+        let sum = triplet_loss(&scores, &ids, &config(Negatives::Sum, false));
+        assert!((value(&sum) - 1.5).abs() < 1e-12, "{sum}");
+        // Transposing swaps the directions: captions 0 + 0.25 + 0.4, images 0.1 + 0.1 + 0.35.
+        let transposed = triplet_loss(&scores.transpose(0, 1), &ids, &config(Negatives::Hardest, false));
+        assert!((value(&transposed) - 1.2).abs() < 1e-12);
+        // L_g adds the same hinge on the global similarities, only when switched on.
+        let global = matrix([[0.5, 0.6, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.5]]);
+        let with_g = acf_loss(&scores, &global, &ids, &config(Negatives::Hardest, true));
+        // Global: row 0 hinge 0.3, column 1 hinge 0.3.
+        assert!((value(&with_g) - 1.8).abs() < 1e-12, "{with_g}");
+        let without = acf_loss(&scores, &global, &ids, &config(Negatives::Hardest, false));
+        assert!((value(&without) - 1.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn same_image_captions_are_never_negatives() {
+        let scores = matrix([[0.9, 5.0, 0.1], [5.0, 0.8, 0.1], [0.1, 0.1, 0.7]]);
+        for negatives in [Negatives::Hardest, Negatives::Sum] {
+            let cfg = config(negatives, false);
+            let shared = triplet_loss(&scores, &Tensor::from_slice(&[0i64, 0, 1]), &cfg);
+            assert!(value(&shared).abs() < 1e-12, "{shared}");
+            let distinct = triplet_loss(&scores, &Tensor::from_slice(&[0i64, 1, 2]), &cfg);
+            assert!(value(&distinct) > 1.0, "{distinct}");
+        }
+    }
+
+    #[test]
+    fn zero_when_positives_beat_negatives_by_the_margin() {
+        let scores = matrix([[1.0, 0.5, 0.79], [0.5, 1.0, 0.5], [0.79, 0.5, 1.0]]);
+        let ids = Tensor::from_slice(&[0i64, 1, 2]);
+        for negatives in [Negatives::Hardest, Negatives::Sum] {
+            let loss = acf_loss(&scores, &scores, &ids, &config(negatives, true));
+            assert_eq!(value(&loss), 0.0);
+        }
+        // Closing the gap to less than δ makes it positive.
+        let close = matrix([[1.0, 0.5, 0.81], [0.5, 1.0, 0.5], [0.79, 0.5, 1.0]]);
+        let loss = triplet_loss(&close, &ids, &config(Negatives::Sum, false));
+        assert!((value(&loss) - 0.02).abs() < 1e-9, "{loss}");
+    }
+}

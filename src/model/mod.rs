@@ -1,0 +1,100 @@
+//! The ACF model (Yang et al., Remote Sensing 2025): image and text encoders,
+//! scoring S(I,T), the training loss, and model directories on disk.
+
+pub mod config;
+pub mod features;
+pub mod image_encoder;
+pub mod loss;
+pub mod model_dir;
+pub mod scoring;
+pub mod text_encoder;
+pub mod vig;
+pub mod vocab;
+
+use tch::{Device, Tensor, nn};
+
+pub use config::Config;
+pub use features::{ImageFeatures, TextFeatures};
+pub use image_encoder::ImageEncoder;
+pub use model_dir::ModelDir;
+pub use text_encoder::TextEncoder;
+pub use vocab::{Encoded, Vocab};
+
+use crate::error::Result;
+
+/// A complete ACF model: config, vocabulary and both encoders sharing one `VarStore`.
+pub struct AcfModel {
+    /// Every hyperparameter, as saved in `config.json`.
+    pub config: Config,
+    /// Word ↔ id mapping, as saved in `vocab.json`.
+    pub vocab: Vocab,
+    vs: nn::VarStore,
+    image: ImageEncoder,
+    text: TextEncoder,
+}
+
+impl AcfModel {
+    /// A freshly initialised (untrained) model on `device`.
+    pub fn new(config: Config, vocab: Vocab, device: Device) -> Self {
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let image = ImageEncoder::new(&(&root / "image"), &config);
+        let text = TextEncoder::new(&(&root / "text"), &config, vocab.len() as i64);
+        AcfModel { config, vocab, vs, image, text }
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// The weights (for optimisers, saving and loading).
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// Mutable weights (for loading).
+    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+
+    /// Number of trainable scalars.
+    pub fn trainable_parameters(&self) -> i64 {
+        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+    }
+
+    /// The image encoder.
+    pub fn image_encoder(&self) -> &ImageEncoder {
+        &self.image
+    }
+
+    /// The text encoder.
+    pub fn text_encoder(&self) -> &TextEncoder {
+        &self.text
+    }
+
+    /// Encodes 8-bit chips (B, 3, S, S), values 0..=255, into region and global features.
+    pub fn encode_pixels(&self, pixels: &Tensor, train: bool) -> ImageFeatures {
+        let x = self.image.preprocess(pixels);
+        self.image.forward_t(&x, train)
+    }
+
+    /// Encodes token ids (T, m) with their lengths (T).
+    pub fn encode_ids(&self, ids: &Tensor, lengths: &Tensor, train: bool) -> TextFeatures {
+        self.text.forward_t(&ids.to_device(self.device()), &lengths.to_device(self.device()), train)
+    }
+
+    /// Tokenises and encodes captions (inference). Fails when a caption has no known word.
+    pub fn encode_captions(&self, captions: &[&str]) -> Result<(TextFeatures, Vec<Encoded>)> {
+        let max = self.config.text.max_tokens as usize;
+        let encoded = captions.iter().map(|c| self.vocab.encode_known(c, max)).collect::<Result<Vec<_>>>()?;
+        let (ids, lengths) = self.vocab.batch(&encoded);
+        let feats = tch::no_grad(|| self.encode_ids(&ids, &lengths, false));
+        Ok((feats, encoded))
+    }
+
+    /// S(I,T) for every image × caption pair, (N, T), with this model's scoring config.
+    pub fn score(&self, images: &ImageFeatures, texts: &TextFeatures) -> Tensor {
+        scoring::score_matrix(images, texts, &self.config.scoring)
+    }
+}

@@ -1,0 +1,228 @@
+//! A model is a directory: `config.json`, `vocab.json`, `model.safetensors` and
+//! `MODEL_CARD.md`. Loading checks that the three machine-readable parts agree and
+//! reports a fingerprint (sha256 of the weights file) that indexes record.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+use tch::{Device, Kind, Tensor};
+
+use super::{AcfModel, Config, Vocab};
+use crate::error::{AcfError, Result};
+
+/// File names inside a model directory.
+pub const CONFIG_FILE: &str = "config.json";
+pub const VOCAB_FILE: &str = "vocab.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const CARD_FILE: &str = "MODEL_CARD.md";
+
+/// A model loaded from disk, with where it came from and its fingerprint.
+pub struct ModelDir {
+    pub model: AcfModel,
+    pub dir: PathBuf,
+    /// Hex sha256 of `model.safetensors`.
+    pub fingerprint: String,
+}
+
+impl ModelDir {
+    /// Loads and cross-checks a model directory onto `device`.
+    pub fn load(dir: &Path, device: Device) -> Result<ModelDir> {
+        if !dir.is_dir() {
+            return Err(AcfError::NotAModel { path: dir.to_path_buf(), reason: "no such directory".into() });
+        }
+        for file in [CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE] {
+            if !dir.join(file).is_file() {
+                return Err(AcfError::NotAModel {
+                    path: dir.to_path_buf(),
+                    reason: format!("{file} is missing"),
+                });
+            }
+        }
+        let config = Config::load(&dir.join(CONFIG_FILE))?;
+        let vocab = Vocab::load(&dir.join(VOCAB_FILE))?;
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&weights_path)
+            .map_err(|e| AcfError::io(&weights_path, "cannot read weights", e))?;
+        let fingerprint = sha256_hex(&bytes);
+        let mut model = AcfModel::new(config, vocab, device);
+        fill_weights(&mut model, &bytes, &weights_path)?;
+        Ok(ModelDir { model, dir: dir.to_path_buf(), fingerprint })
+    }
+
+    /// Short form of the fingerprint for display.
+    pub fn short_fingerprint(&self) -> &str {
+        &self.fingerprint[..12.min(self.fingerprint.len())]
+    }
+}
+
+/// Writes `config.json`, `vocab.json`, `model.safetensors` and `MODEL_CARD.md` into `dir`
+/// (created if needed), each through a temporary name and a rename so that no reader
+/// ever sees a half-written file. Returns the weights' fingerprint.
+pub fn save(model: &AcfModel, dir: &Path, card_markdown: &str) -> Result<String> {
+    std::fs::create_dir_all(dir).map_err(|e| AcfError::io(dir, "cannot create model directory", e))?;
+    write_atomic(&dir.join(CONFIG_FILE), model.config.to_json_string().as_bytes())?;
+    model.vocab.save(&dir.join(VOCAB_FILE))?;
+    let weights = serialize_weights(model)?;
+    write_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
+    let fingerprint = sha256_hex(&weights);
+    write_atomic(&dir.join(CARD_FILE), card_markdown.replace("{fingerprint}", &fingerprint).as_bytes())?;
+    Ok(fingerprint)
+}
+
+/// Writes `bytes` to `path` via `path.tmp` + rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(|e| AcfError::io(&tmp, "cannot write", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| AcfError::io(path, "cannot publish (rename)", e))
+}
+
+/// Hex sha256 of a byte string.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// All variables (trainable and buffers such as BatchNorm statistics) as float32 safetensors.
+fn serialize_weights(model: &AcfModel) -> Result<Vec<u8>> {
+    let vars: BTreeMap<String, Tensor> = model.var_store().variables().into_iter().collect();
+    let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(vars.len());
+    for (name, t) in &vars {
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        let flat = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous().flatten(0, -1);
+        let values = Vec::<f32>::try_from(&flat)?;
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        buffers.push((name.clone(), shape, bytes));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = buffers
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| AcfError::Safetensors {
+                    path: PathBuf::from(WEIGHTS_FILE),
+                    reason: e.to_string(),
+                })
+        })
+        .collect::<Result<_>>()?;
+    let metadata = Some(std::collections::HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("config".to_string(), model.config.name.clone()),
+        ("acf_index_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+    ]));
+    safetensors::serialize(views, metadata)
+        .map_err(|e| AcfError::Safetensors { path: PathBuf::from(WEIGHTS_FILE), reason: e.to_string() })
+}
+
+/// Copies every tensor of a safetensors file into the model, refusing any difference
+/// in names, shapes or dtype with a message that names it.
+fn fill_weights(model: &mut AcfModel, bytes: &[u8], path: &Path) -> Result<()> {
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| AcfError::Safetensors { path: path.to_path_buf(), reason: e.to_string() })?;
+    let mismatch = |reason: String| AcfError::ModelMismatch { path: path.to_path_buf(), reason };
+    let vars = model.var_store().variables();
+    let vocab_words = model.vocab.len();
+    let mut missing: Vec<&String> = vars.keys().filter(|k| st.tensor(k).is_err()).collect();
+    missing.sort();
+    if let Some(first) = missing.first() {
+        return Err(mismatch(format!(
+            "{} tensor(s) the config expects are not in {WEIGHTS_FILE}, e.g. '{first}' (was it trained with another config?)",
+            missing.len()
+        )));
+    }
+    let mut unexpected: Vec<String> =
+        st.names().into_iter().filter(|n| !vars.contains_key(*n)).map(|n| n.to_string()).collect();
+    unexpected.sort();
+    if let Some(first) = unexpected.first() {
+        return Err(mismatch(format!(
+            "{WEIGHTS_FILE} has {} tensor(s) the config does not define, e.g. '{first}'",
+            unexpected.len()
+        )));
+    }
+    for (name, mut var) in vars {
+        let view = st.tensor(&name).map_err(|e| mismatch(format!("{name}: {e}")))?;
+        let expected: Vec<i64> = var.size();
+        let found: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        if expected != found {
+            let hint = if name.ends_with("embed.weight") {
+                format!(" (vocab.json has {vocab_words} words)")
+            } else {
+                String::new()
+            };
+            return Err(mismatch(format!(
+                "tensor '{name}' has shape {found:?} in {WEIGHTS_FILE} but config/vocab expect {expected:?}{hint}"
+            )));
+        }
+        if view.dtype() != Dtype::F32 {
+            return Err(mismatch(format!("tensor '{name}' is {:?}, expected F32", view.dtype())));
+        }
+        let src = Tensor::f_from_data_size(view.data(), &found, Kind::Float)?;
+        tch::no_grad(|| var.f_copy_(&src))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_vocab() -> Vocab {
+        Vocab::build(["a tennis court near a road", "many planes at an airport"], 1)
+    }
+
+    #[test]
+    fn round_trip_gives_identical_outputs_and_stable_fingerprint() {
+        tch::manual_seed(1);
+        let model = AcfModel::new(Config::pvig_nano(), tiny_vocab(), Device::Cpu);
+        let dir = tempfile::tempdir().unwrap();
+        let fp = save(&model, dir.path(), "# card\n{fingerprint}\n").unwrap();
+        let loaded = ModelDir::load(dir.path(), Device::Cpu).unwrap();
+        assert_eq!(loaded.fingerprint, fp);
+        let card = std::fs::read_to_string(dir.path().join(CARD_FILE)).unwrap();
+        assert!(card.contains(&fp));
+
+        let pixels = Tensor::randint(256, [2, 3, 224, 224], (Kind::Uint8, Device::Cpu));
+        let a = tch::no_grad(|| model.encode_pixels(&pixels, false));
+        let b = tch::no_grad(|| loaded.model.encode_pixels(&pixels, false));
+        assert!(a.regions.equal(&b.regions) && a.global.equal(&b.global));
+        let (ta, _) = model.encode_captions(&["tennis court near road"]).unwrap();
+        let (tb, _) = loaded.model.encode_captions(&["tennis court near road"]).unwrap();
+        assert!(ta.words.equal(&tb.words) && ta.global.equal(&tb.global));
+        assert!(model.score(&a, &ta).equal(&loaded.model.score(&b, &tb)));
+    }
+
+    #[test]
+    fn weights_from_another_vocab_are_refused_naming_the_tensor() {
+        let model = AcfModel::new(Config::pvig_nano(), tiny_vocab(), Device::Cpu);
+        let dir = tempfile::tempdir().unwrap();
+        save(&model, dir.path(), "card").unwrap();
+        Vocab::build(["just three words"], 1).save(&dir.path().join(VOCAB_FILE)).unwrap();
+        let err = ModelDir::load(dir.path(), Device::Cpu).err().unwrap().to_string();
+        assert!(err.contains("text.embed.weight") && err.contains("vocab.json has"), "{err}");
+    }
+
+    #[test]
+    fn weights_from_another_config_are_refused() {
+        let model = AcfModel::new(Config::pvig_nano(), tiny_vocab(), Device::Cpu);
+        let dir = tempfile::tempdir().unwrap();
+        save(&model, dir.path(), "card").unwrap();
+        let ti = Config::pvig_ti();
+        std::fs::write(dir.path().join(CONFIG_FILE), ti.to_json_string()).unwrap();
+        let err = ModelDir::load(dir.path(), Device::Cpu).err().unwrap().to_string();
+        assert!(err.contains("does not match") && err.contains(WEIGHTS_FILE), "{err}");
+    }
+
+    #[test]
+    fn missing_and_corrupt_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ModelDir::load(dir.path(), Device::Cpu).err().unwrap().to_string();
+        assert!(err.contains("config.json is missing"), "{err}");
+        let model = AcfModel::new(Config::pvig_nano(), tiny_vocab(), Device::Cpu);
+        save(&model, dir.path(), "card").unwrap();
+        std::fs::write(dir.path().join(WEIGHTS_FILE), b"not safetensors").unwrap();
+        let err = ModelDir::load(dir.path(), Device::Cpu).err().unwrap().to_string();
+        assert!(err.contains("invalid safetensors"), "{err}");
+    }
+}
