@@ -8,5 +8,6 @@ pub mod device;
 pub mod doctor;
 pub mod error;
 pub mod model;
+pub mod train;
 
 pub use error::{AcfError, Result};

@@ -60,9 +60,96 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a model on RSICD-style datasets (Adam, hinge triplet loss, checkpoints, resume).
+    ///
+    /// The vocabulary is built from the training captions. Progress shows loss, images/s and
+    /// ETA; OUT/metrics.jsonl logs every batch and epoch; validation mR after each epoch keeps
+    /// the best model in OUT (a normal model directory); OUT/checkpoint holds the latest state
+    /// with optimiser moments. Ctrl-C saves a checkpoint at the next batch; `--resume`
+    /// continues exactly where a run stopped, also after a kill.
+    Train(TrainArgs),
+    /// Evaluate a model: R@1/5/10 for sentence and image retrieval and mR (paper's Table 4).
+    Eval(EvalArgs),
     /// Benchmarks (print throughput, assert nothing).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// Arguments of `acf-index train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Dataset JSON(s) in RSICD format; several are combined.
+    #[arg(long = "dataset", required = true)]
+    pub datasets: Vec<PathBuf>,
+    /// Image folder (default: images/ beside each JSON).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// A preset (pvig-nano, pvig-ti) or a path to a config.json.
+    #[arg(long, default_value = "pvig-nano")]
+    pub config: String,
+    /// Output model directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in OUT/checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Override training.epochs.
+    #[arg(long)]
+    pub epochs: Option<i64>,
+    /// Override training.batch_size.
+    #[arg(long)]
+    pub batch_size: Option<i64>,
+    /// Override training.learning_rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Override training.seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override scoring.correction (logits | off).
+    #[arg(long)]
+    pub correction: Option<String>,
+    /// Skip (and count) unreadable images and images without captions instead of failing.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Validation images per dataset (the first N of each val split; 0 = all).
+    #[arg(long, default_value_t = 300)]
+    pub val_images: usize,
+    /// Minutes between mid-epoch checkpoints.
+    #[arg(long, default_value_t = 10.0)]
+    pub checkpoint_minutes: f64,
+    /// Stop after this many epochs in this run (resume later to continue the schedule).
+    #[arg(long)]
+    pub stop_after: Option<i64>,
+    /// auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+/// Arguments of `acf-index eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Dataset JSON in RSICD format.
+    #[arg(long, required = true)]
+    pub dataset: Vec<PathBuf>,
+    /// Image folder (default: images/ beside the JSON).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// Split to evaluate.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Also evaluate the inference-time ablations M3 (no correction), M4 (no filtering),
+    /// M5 (no global component); M1 (GAT) and M2 (fusion) change the architecture and need
+    /// a model trained with them switched off.
+    #[arg(long)]
+    pub ablate: bool,
+    /// Only the first N images of the split.
+    #[arg(long)]
+    pub max_images: Option<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where the model comes from and where it runs.

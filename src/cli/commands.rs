@@ -23,6 +23,8 @@ pub fn dispatch(command: Command) -> Result<()> {
         }
         Command::Model(ModelCommand::Info { model, json }) => model_info(&model, json),
         Command::Rank { text, images, model, json } => rank(&text, &images, &model, json),
+        Command::Train(args) => super::train_cmd::train(args),
+        Command::Eval(args) => super::train_cmd::eval(args),
         Command::Bench(BenchCommand::Model { configs, device, min_seconds, json }) => {
             bench(&configs, device.resolve()?, min_seconds, json)
         }

@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod train_cmd;
 
 pub use args::{Cli, Command, LogFormat};
 

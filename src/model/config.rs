@@ -149,6 +149,13 @@ pub struct TrainingConfig {
     pub batch_size: i64,
     /// Gradient-norm clip (0 = none).
     pub grad_clip: f64,
+    /// Adam's β1 and β2.
+    pub adam_betas: [f64; 2],
+    /// Adam's ε.
+    pub adam_eps: f64,
+    /// Epochs at the start that use summed negatives before `loss.negatives` applies
+    /// (hardest negatives from a random start tend to collapse, VSE++ Sec. 4).
+    pub warmup_sum_epochs: i64,
     pub seed: u64,
 }
 
@@ -212,6 +219,9 @@ impl Config {
                 epochs: 60,
                 batch_size: 150,
                 grad_clip: 2.0,
+                adam_betas: [0.9, 0.999],
+                adam_eps: 1e-8,
+                warmup_sum_epochs: 1,
                 seed: 42,
             },
         }

@@ -88,8 +88,25 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// All variables (trainable and buffers such as BatchNorm statistics) as float32 safetensors.
 fn serialize_weights(model: &AcfModel) -> Result<Vec<u8>> {
     let vars: BTreeMap<String, Tensor> = model.var_store().variables().into_iter().collect();
-    let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(vars.len());
-    for (name, t) in &vars {
+    let metadata = [
+        ("format", "pt".to_string()),
+        ("config", model.config.name.clone()),
+        ("acf_index_version", env!("CARGO_PKG_VERSION").to_string()),
+    ];
+    tensors_to_safetensors(&vars, &metadata)
+}
+
+/// Serialises named tensors as float32 safetensors with string metadata.
+pub fn tensors_to_safetensors(
+    tensors: &BTreeMap<String, Tensor>,
+    metadata: &[(&str, String)],
+) -> Result<Vec<u8>> {
+    let st_err = |e: safetensors::SafeTensorError| AcfError::Safetensors {
+        path: PathBuf::from(WEIGHTS_FILE),
+        reason: e.to_string(),
+    };
+    let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
         let flat = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous().flatten(0, -1);
         let values = Vec::<f32>::try_from(&flat)?;
@@ -101,19 +118,29 @@ fn serialize_weights(model: &AcfModel) -> Result<Vec<u8>> {
         .map(|(name, shape, bytes)| {
             safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
                 .map(|v| (name.clone(), v))
-                .map_err(|e| AcfError::Safetensors {
-                    path: PathBuf::from(WEIGHTS_FILE),
-                    reason: e.to_string(),
-                })
+                .map_err(st_err)
         })
         .collect::<Result<_>>()?;
-    let metadata = Some(std::collections::HashMap::from([
-        ("format".to_string(), "pt".to_string()),
-        ("config".to_string(), model.config.name.clone()),
-        ("acf_index_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
-    ]));
-    safetensors::serialize(views, metadata)
-        .map_err(|e| AcfError::Safetensors { path: PathBuf::from(WEIGHTS_FILE), reason: e.to_string() })
+    let metadata = Some(metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect());
+    safetensors::serialize(views, metadata).map_err(st_err)
+}
+
+/// Reads every float32 tensor of a safetensors file (CPU tensors, by name).
+pub fn safetensors_to_tensors(bytes: &[u8], path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| AcfError::Safetensors { path: path.to_path_buf(), reason: e.to_string() })?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(AcfError::Safetensors {
+                path: path.to_path_buf(),
+                reason: format!("tensor '{name}' is {:?}, expected F32", view.dtype()),
+            });
+        }
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        out.insert(name, Tensor::f_from_data_size(view.data(), &shape, Kind::Float)?);
+    }
+    Ok(out)
 }
 
 /// Copies every tensor of a safetensors file into the model, refusing any difference

@@ -1,0 +1,146 @@
+//! `acf-index train` and `acf-index eval`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+
+use super::args::{EvalArgs, TrainArgs};
+use super::commands::load_model;
+use crate::data::dataset::Dataset;
+use crate::model::Config;
+use crate::model::config::Correction;
+use crate::train::evaluate::{EvalSet, encode_images, score_all};
+use crate::train::loader::load_split;
+use crate::train::metrics::{Recall, recall};
+use crate::train::{TrainOptions, train as run_training};
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    let mut config = Config::preset_or_file(&args.config)?;
+    let t = &mut config.training;
+    if let Some(v) = args.epochs {
+        t.epochs = v;
+    }
+    if let Some(v) = args.batch_size {
+        t.batch_size = v;
+    }
+    if let Some(v) = args.lr {
+        t.learning_rate = v;
+    }
+    if let Some(v) = args.seed {
+        t.seed = v;
+    }
+    if let Some(c) = &args.correction {
+        config.scoring.correction = match c.as_str() {
+            "logits" => Correction::Logits,
+            "off" => Correction::Off,
+            other => bail!("--correction '{other}': expected logits or off"),
+        };
+    }
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = interrupt.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: saving a checkpoint after this batch (Ctrl-C again to abort)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let opts = TrainOptions {
+        datasets: args.datasets,
+        images_dir: args.images,
+        config,
+        out: args.out.clone(),
+        resume: args.resume,
+        skip_bad: args.skip_bad,
+        device: args.device.resolve()?,
+        val_images: (args.val_images > 0).then_some(args.val_images),
+        checkpoint_minutes: args.checkpoint_minutes,
+        stop_after_epochs: args.stop_after,
+    };
+    let summary = run_training(&opts, interrupt)?;
+    if !summary.skipped.is_empty() {
+        eprintln!("skipped {} bad item(s) (--skip-bad):", summary.skipped.len());
+        for s in &summary.skipped {
+            eprintln!("  {s}");
+        }
+    }
+    let s = &summary.state;
+    if summary.interrupted {
+        println!(
+            "interrupted at epoch {} batch {}; resume with: acf-index train --resume --out {} --dataset …",
+            s.epoch + 1,
+            s.next_batch,
+            args.out.display()
+        );
+    } else {
+        println!(
+            "trained {} epoch(s); best validation mR {:.2} at epoch {}; model in {}",
+            s.epoch,
+            s.best_val_mr,
+            s.best_epoch,
+            args.out.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn eval(args: EvalArgs) -> Result<()> {
+    let loaded = load_model(&args.model)?;
+    let model = &loaded.model;
+    let datasets: Vec<Dataset> =
+        args.dataset.iter().map(|p| Dataset::load(p, args.images.as_deref())).collect::<Result<_, _>>()?;
+    let (images, _) =
+        load_split(&datasets, &args.split, &model.vocab, model.config.text.max_tokens as usize, false)?;
+    let set = EvalSet::new(&images, model.config.image.image_size as u32, args.max_images);
+    let feats = encode_images(model, &set, 32);
+    let mut rows: Vec<(String, Recall)> = Vec::new();
+    let base = model.config.scoring.clone();
+    let mut variants = vec![("ACF (full)".to_string(), base.clone())];
+    if args.ablate {
+        let mut m3 = base.clone();
+        m3.correction = Correction::Off;
+        let mut m4 = base.clone();
+        m4.filtering = false;
+        let mut m5 = base.clone();
+        m5.global_component = false;
+        variants.push(("M3: without correction".into(), m3));
+        variants.push(("M4: without filtering".into(), m4));
+        variants.push(("M5: without global component".into(), m5));
+    }
+    for (name, cfg) in variants {
+        let scores = score_all(model, &set, &feats, &cfg);
+        rows.push((name, recall(&scores, set.images(), &set.caption_image)));
+    }
+    let names: Vec<String> = datasets.iter().map(|d| d.name.clone()).collect();
+    if args.json {
+        let out = serde_json::json!({
+            "model": loaded.dir, "fingerprint": loaded.fingerprint, "datasets": names, "split": args.split,
+            "images": set.images(), "captions": set.captions.len(),
+            "rows": rows.iter().map(|(n, r)| serde_json::json!({"method": n, "recall": r})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "{} split '{}': {} images, {} captions (model {}, {})",
+        names.join(" + "),
+        args.split,
+        set.images(),
+        set.captions.len(),
+        model.config.name,
+        loaded.short_fingerprint()
+    );
+    println!("{:<30} | {:^23} | {:^23} |", "", "Sentence retrieval", "Image retrieval");
+    println!(
+        "{:<30} | {:>7}{:>8}{:>8} | {:>7}{:>8}{:>8} | {:>7}",
+        "Method", "R@1", "R@5", "R@10", "R@1", "R@5", "R@10", "mR"
+    );
+    for (name, r) in rows {
+        println!(
+            "{:<30} | {:>7.2}{:>8.2}{:>8.2} | {:>7.2}{:>8.2}{:>8.2} | {:>7.2}",
+            name, r.i2t[0], r.i2t[1], r.i2t[2], r.t2i[0], r.t2i[1], r.t2i[2], r.mr
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! Evaluation on a split: every image against every caption with the full S (Sec. 4.1).
+
+use tch::{Device, Kind, Tensor};
+
+use super::loader::{TrainImage, plain};
+use super::metrics::{Recall, recall};
+use crate::model::config::ScoringConfig;
+use crate::model::{AcfModel, ImageFeatures, scoring};
+
+/// Images (resized, not augmented) and all their captions.
+pub struct EvalSet {
+    pub pixels: Vec<Vec<u8>>,
+    pub captions: Vec<Vec<i64>>,
+    /// Image index of each caption.
+    pub caption_image: Vec<usize>,
+}
+
+impl EvalSet {
+    /// The first `max_images` images (all when `None`) with every caption.
+    pub fn new(images: &[TrainImage], size: u32, max_images: Option<usize>) -> EvalSet {
+        let n = max_images.unwrap_or(images.len()).min(images.len());
+        let mut set =
+            EvalSet { pixels: Vec::with_capacity(n), captions: Vec::new(), caption_image: Vec::new() };
+        for (i, img) in images[..n].iter().enumerate() {
+            set.pixels.push(plain(&img.pixels, size));
+            for c in &img.captions {
+                set.captions.push(c.clone());
+                set.caption_image.push(i);
+            }
+        }
+        set
+    }
+
+    /// Number of images.
+    pub fn images(&self) -> usize {
+        self.pixels.len()
+    }
+}
+
+/// Encodes every image of the set (no augmentation, eval mode).
+pub fn encode_images(model: &AcfModel, set: &EvalSet, batch: usize) -> ImageFeatures {
+    let _guard = tch::no_grad_guard();
+    let size = model.config.image.image_size;
+    let mut regions = Vec::new();
+    let mut globals = Vec::new();
+    for chunk in set.pixels.chunks(batch.max(1)) {
+        let flat: Vec<u8> = chunk.concat();
+        let px = Tensor::from_slice(&flat).reshape([chunk.len() as i64, 3, size, size]);
+        let f = model.encode_pixels(&px, false);
+        regions.push(f.regions);
+        globals.push(f.global);
+    }
+    ImageFeatures { regions: Tensor::cat(&regions, 0), global: Tensor::cat(&globals, 0) }
+}
+
+/// The full score matrix (images × captions, row-major) under `scoring_cfg`.
+pub fn score_all(
+    model: &AcfModel,
+    set: &EvalSet,
+    images: &ImageFeatures,
+    scoring_cfg: &ScoringConfig,
+) -> Vec<f32> {
+    let _guard = tch::no_grad_guard();
+    let n = set.images();
+    let t = set.captions.len();
+    let mut columns: Vec<Tensor> = Vec::new();
+    for chunk in set.captions.chunks(128) {
+        let encoded: Vec<crate::model::Encoded> =
+            chunk.iter().map(|ids| crate::model::Encoded { ids: ids.clone(), unknown: vec![] }).collect();
+        let (ids, lengths) = model.vocab.batch(&encoded);
+        let text = model.encode_ids(&ids, &lengths, false);
+        columns.push(scoring::score_matrix_chunked(images, &text, scoring_cfg, 64));
+    }
+    let all = Tensor::cat(&columns, 1).to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+    debug_assert_eq!(all.size(), vec![n as i64, t as i64]);
+    Vec::<f32>::try_from(&all.flatten(0, -1)).unwrap_or_default()
+}
+
+/// R@K and mR of `model` on the set with its own scoring config.
+pub fn evaluate(model: &AcfModel, set: &EvalSet) -> Recall {
+    let feats = encode_images(model, set, 32);
+    let scores = score_all(model, set, &feats, &model.config.scoring);
+    recall(&scores, set.images(), &set.caption_image)
+}

@@ -1,0 +1,389 @@
+//! The training loop (Sec. 4.2): Adam with a step schedule, hinge triplet loss,
+//! validation mR after each epoch, the best model kept, and checkpoints (weights,
+//! optimiser state, position) that `--resume` continues from exactly, also after a kill.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use super::adam::Adam;
+use super::evaluate::{EvalSet, evaluate};
+use super::loader::{Batch, TrainImage, epoch_plan, load_split, make_batch};
+use super::metrics::Recall;
+use crate::data::dataset::Dataset;
+use crate::error::{AcfError, Result};
+use crate::model::config::Negatives;
+use crate::model::model_dir::{self, ModelDir, safetensors_to_tensors, tensors_to_safetensors, write_atomic};
+use crate::model::{AcfModel, Config, Encoded, Vocab, loss, scoring};
+
+/// Everything `acf-index train` needs.
+pub struct TrainOptions {
+    pub datasets: Vec<PathBuf>,
+    pub images_dir: Option<PathBuf>,
+    /// Config with command-line overrides applied (ignored on resume: the checkpoint's wins).
+    pub config: Config,
+    pub out: PathBuf,
+    pub resume: bool,
+    pub skip_bad: bool,
+    pub device: Device,
+    /// Validation images per dataset (the first N of each val split); None = all.
+    pub val_images: Option<usize>,
+    /// Minutes between mid-epoch checkpoints.
+    pub checkpoint_minutes: f64,
+    /// Stop after this many epochs in this run (the schedule still follows `config`).
+    pub stop_after_epochs: Option<i64>,
+}
+
+/// Where training stands; saved as `checkpoint/state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct TrainState {
+    /// Epoch in progress (0-based).
+    pub epoch: i64,
+    /// Next batch of that epoch.
+    pub next_batch: usize,
+    pub step: i64,
+    pub best_val_mr: f64,
+    pub best_epoch: i64,
+    /// Training seconds so far, over all runs.
+    pub elapsed_s: f64,
+    pub images_seen: u64,
+    pub datasets: Vec<String>,
+}
+
+/// What a finished (or interrupted) run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub state: TrainState,
+    pub last_val: Option<Recall>,
+    pub interrupted: bool,
+    pub skipped: Vec<String>,
+}
+
+const CHECKPOINT: &str = "checkpoint";
+const METRICS: &str = "metrics.jsonl";
+
+/// Trains (or resumes) a model into `opts.out`. Setting `interrupt` makes the loop
+/// save a checkpoint at the next batch boundary and return.
+pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSummary> {
+    let datasets: Vec<Dataset> =
+        opts.datasets.iter().map(|p| Dataset::load(p, opts.images_dir.as_deref())).collect::<Result<_>>()?;
+    let ckpt_dir = opts.out.join(CHECKPOINT);
+    let (model, mut adam, mut state) = if opts.resume {
+        resume_from(&ckpt_dir, opts.device)?
+    } else {
+        if ckpt_dir.exists() {
+            return Err(AcfError::InvalidArgument(format!(
+                "{} already holds a checkpoint: pass --resume to continue it, or choose another --out",
+                opts.out.display()
+            )));
+        }
+        let captions = datasets.iter().flat_map(|d| d.split("train")).flat_map(|s| s.captions.iter());
+        let vocab = Vocab::build(captions.map(String::as_str), opts.config.text.vocab_min_count);
+        tch::manual_seed(opts.config.training.seed as i64);
+        let model = AcfModel::new(opts.config.clone(), vocab, opts.device);
+        let adam = Adam::new(model.var_store(), &model.config.training);
+        let state =
+            TrainState { datasets: datasets.iter().map(|d| d.name.clone()).collect(), ..Default::default() };
+        (model, adam, state)
+    };
+    let cfg = model.config.clone();
+    let tc = &cfg.training;
+    let max_tokens = cfg.text.max_tokens as usize;
+    let size = cfg.image.image_size as u32;
+    tracing::info!("decoding training images");
+    let (train_images, train_skips) =
+        load_split(&datasets, "train", &model.vocab, max_tokens, opts.skip_bad)?;
+    let mut val_sets = Vec::new();
+    let mut skipped = train_skips.skipped;
+    for d in &datasets {
+        let (imgs, skips) =
+            load_split(std::slice::from_ref(d), "val", &model.vocab, max_tokens, opts.skip_bad)?;
+        skipped.extend(skips.skipped);
+        val_sets.push((d.name.clone(), EvalSet::new(&imgs, size, opts.val_images)));
+    }
+    tracing::info!(
+        train_images = train_images.len(),
+        parameters = model.trainable_parameters(),
+        "training {} from epoch {} batch {}",
+        cfg.name,
+        state.epoch + 1,
+        state.next_batch
+    );
+    std::fs::create_dir_all(&opts.out)
+        .map_err(|e| AcfError::io(&opts.out, "cannot create output directory", e))?;
+    let mut metrics = MetricsLog::open(&opts.out.join(METRICS))?;
+    let batch_size = tc.batch_size as usize;
+    let batches = train_images.len().div_ceil(batch_size);
+    let mut last_val = None;
+    let run_start_epoch = state.epoch;
+    let mut last_ckpt = Instant::now();
+    while state.epoch < tc.epochs {
+        if opts.stop_after_epochs.is_some_and(|n| state.epoch - run_start_epoch >= n) {
+            break;
+        }
+        let epoch = state.epoch;
+        let lr = tc.learning_rate * tc.lr_decay.powi((epoch / tc.lr_decay_every) as i32);
+        let mut loss_cfg = cfg.loss.clone();
+        if epoch < tc.warmup_sum_epochs {
+            loss_cfg.negatives = Negatives::Sum;
+        }
+        let plan = epoch_plan(&train_images, tc.seed, epoch);
+        let bar = progress_bar(batches as u64, epoch, tc.epochs);
+        bar.set_position(state.next_batch as u64);
+        let epoch_start = Instant::now();
+        let mut epoch_images = 0usize;
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, Batch)>(2);
+        let first = state.next_batch;
+        let images_ref: &[TrainImage] = &train_images;
+        let mut interrupted = false;
+        std::thread::scope(|scope| -> Result<()> {
+            scope.spawn(|| {
+                for b in first..batches {
+                    let batch = make_batch(images_ref, &plan, batch_size, b, size, tc.seed, epoch);
+                    if tx.send((b, batch)).is_err() {
+                        break;
+                    }
+                }
+                drop(tx);
+            });
+            for (b, batch) in rx.iter() {
+                if batch.image_ids.len() < 2 {
+                    state.next_batch = b + 1;
+                    continue; // a one-image tail batch has no negatives
+                }
+                let t0 = Instant::now();
+                let loss_value = train_step(&model, &mut adam, &batch, &loss_cfg, lr, size as i64);
+                let dt = t0.elapsed().as_secs_f64();
+                state.step += 1;
+                state.next_batch = b + 1;
+                state.images_seen += batch.image_ids.len() as u64;
+                state.elapsed_s += dt;
+                epoch_images += batch.image_ids.len();
+                let ips = epoch_images as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!("loss {loss_value:.3} · {ips:.1} img/s"));
+                bar.inc(1);
+                metrics.write(&serde_json::json!({
+                    "kind": "batch", "epoch": epoch + 1, "batch": b + 1, "step": state.step,
+                    "loss": loss_value, "lr": lr, "images_per_s": ips,
+                }))?;
+                if interrupt.load(Ordering::SeqCst) {
+                    interrupted = true;
+                    break;
+                }
+                if last_ckpt.elapsed().as_secs_f64() > opts.checkpoint_minutes * 60.0
+                    && state.next_batch < batches
+                {
+                    save_checkpoint(&opts.out, &model, &adam, &state)?;
+                    last_ckpt = Instant::now();
+                }
+            }
+            drop(rx);
+            Ok(())
+        })?;
+        bar.finish_and_clear();
+        if interrupted {
+            save_checkpoint(&opts.out, &model, &adam, &state)?;
+            tracing::warn!("interrupted: checkpoint saved at epoch {} batch {}", epoch + 1, state.next_batch);
+            return Ok(TrainSummary { state, last_val, interrupted: true, skipped });
+        }
+        // Validation mR (mean over datasets), best model kept.
+        let mut per_dataset = Vec::new();
+        for (name, set) in &val_sets {
+            let r = evaluate(&model, set);
+            per_dataset.push((name.clone(), r));
+        }
+        let mean_mr = per_dataset.iter().map(|(_, r)| r.mr).sum::<f64>() / per_dataset.len().max(1) as f64;
+        tracing::info!(
+            "epoch {}/{}: val mR {:.2} ({}), {:.1} img/s",
+            epoch + 1,
+            tc.epochs,
+            mean_mr,
+            per_dataset.iter().map(|(n, r)| format!("{n} {:.2}", r.mr)).collect::<Vec<_>>().join(", "),
+            epoch_images as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9)
+        );
+        metrics.write(&serde_json::json!({
+            "kind": "epoch", "epoch": epoch + 1, "val_mr": mean_mr, "lr": lr,
+            "val": per_dataset.iter().map(|(n, r)| serde_json::json!({"dataset": n, "recall": r})).collect::<Vec<_>>(),
+            "elapsed_s": state.elapsed_s,
+        }))?;
+        last_val = per_dataset.first().map(|(_, r)| *r);
+        state.epoch += 1;
+        state.next_batch = 0;
+        if mean_mr > state.best_val_mr || state.best_epoch == 0 {
+            state.best_val_mr = mean_mr;
+            state.best_epoch = epoch + 1;
+            let card = training_card(&model, &state, &per_dataset, train_images.len());
+            model_dir::save(&model, &opts.out, &card)?;
+            tracing::info!("best model so far saved to {}", opts.out.display());
+        }
+        save_checkpoint(&opts.out, &model, &adam, &state)?;
+        last_ckpt = Instant::now();
+    }
+    Ok(TrainSummary { state, last_val, interrupted: false, skipped })
+}
+
+/// One optimiser step on a batch; returns the loss.
+pub fn train_step(
+    model: &AcfModel,
+    adam: &mut Adam,
+    batch: &Batch,
+    loss_cfg: &crate::model::config::LossConfig,
+    lr: f64,
+    size: i64,
+) -> f64 {
+    let n = batch.image_ids.len() as i64;
+    let device = model.device();
+    let pixels = Tensor::from_slice(&batch.pixels).reshape([n, 3, size, size]).to_device(device);
+    let encoded: Vec<Encoded> =
+        batch.captions.iter().map(|ids| Encoded { ids: ids.clone(), unknown: vec![] }).collect();
+    let (ids, lengths) = model.vocab.batch(&encoded);
+    let images = model.encode_pixels(&pixels, true);
+    let texts = model.encode_ids(&ids, &lengths, true);
+    let s = scoring::score_matrix(&images, &texts, &model.config.scoring);
+    let g = scoring::global_similarity(&images, &texts);
+    let image_ids = Tensor::from_slice(&batch.image_ids).to_device(device);
+    let loss = loss::acf_loss(&s, &g, &image_ids, loss_cfg);
+    adam.zero_grad();
+    loss.backward();
+    adam.step(lr);
+    loss.double_value(&[])
+}
+
+fn progress_bar(len: u64, epoch: i64, epochs: i64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    let style =
+        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches · {msg} · ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
+    bar
+}
+
+/// Writes `out/checkpoint` atomically: build `checkpoint.tmp`, then swap it in.
+fn save_checkpoint(out: &Path, model: &AcfModel, adam: &Adam, state: &TrainState) -> Result<()> {
+    let tmp = out.join("checkpoint.tmp");
+    let old = out.join("checkpoint.old");
+    let dst = out.join(CHECKPOINT);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| AcfError::io(&tmp, "cannot remove stale checkpoint", e))?;
+    }
+    model_dir::save(
+        model,
+        &tmp,
+        "# Training checkpoint\n\nNot a released model: see the parent directory.\n",
+    )?;
+    let mut tensors = std::collections::BTreeMap::new();
+    for (k, t) in &adam.m {
+        tensors.insert(format!("m.{k}"), t.shallow_clone());
+    }
+    for (k, t) in &adam.v {
+        tensors.insert(format!("v.{k}"), t.shallow_clone());
+    }
+    let bytes = tensors_to_safetensors(&tensors, &[("adam_step", adam.step.to_string())])?;
+    write_atomic(&tmp.join("optimizer.safetensors"), &bytes)?;
+    let json = serde_json::to_vec_pretty(state).map_err(|e| AcfError::InvalidArgument(e.to_string()))?;
+    write_atomic(&tmp.join("state.json"), &json)?;
+    if dst.exists() {
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| AcfError::io(&old, "cannot remove", e))?;
+        }
+        std::fs::rename(&dst, &old).map_err(|e| AcfError::io(&dst, "cannot rotate checkpoint", e))?;
+    }
+    std::fs::rename(&tmp, &dst).map_err(|e| AcfError::io(&dst, "cannot publish checkpoint", e))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| AcfError::io(&old, "cannot remove", e))?;
+    }
+    Ok(())
+}
+
+/// Loads model, optimiser and state from a checkpoint (or the `.old` one left by a
+/// kill in the middle of a swap).
+fn resume_from(dir: &Path, device: Device) -> Result<(AcfModel, Adam, TrainState)> {
+    let dir = if dir.exists() { dir.to_path_buf() } else { dir.with_file_name("checkpoint.old") };
+    if !dir.exists() {
+        return Err(AcfError::InvalidArgument(format!(
+            "--resume: no checkpoint in {}",
+            dir.parent().unwrap_or(Path::new(".")).display()
+        )));
+    }
+    let loaded = ModelDir::load(&dir, device)?;
+    let model = loaded.model;
+    let mut adam = Adam::new(model.var_store(), &model.config.training);
+    let opt_path = dir.join("optimizer.safetensors");
+    let bytes =
+        std::fs::read(&opt_path).map_err(|e| AcfError::io(&opt_path, "cannot read optimiser state", e))?;
+    let tensors = safetensors_to_tensors(&bytes, &opt_path)?;
+    for (prefix, map) in [("m.", &mut adam.m), ("v.", &mut adam.v)] {
+        for (name, t) in map.iter_mut() {
+            let saved = tensors.get(&format!("{prefix}{name}")).ok_or_else(|| AcfError::ModelMismatch {
+                path: opt_path.clone(),
+                reason: format!("optimiser state lacks '{prefix}{name}'"),
+            })?;
+            *t = saved.to_device(device);
+        }
+    }
+    let state_path = dir.join("state.json");
+    let text =
+        std::fs::read_to_string(&state_path).map_err(|e| AcfError::io(&state_path, "cannot read", e))?;
+    let state: TrainState = serde_json::from_str(&text).map_err(|e| AcfError::Dataset {
+        path: state_path.clone(),
+        reason: format!("invalid training state: {e}"),
+    })?;
+    adam.step = state.step;
+    Ok((model, adam, state))
+}
+
+fn training_card(
+    model: &AcfModel,
+    state: &TrainState,
+    val: &[(String, Recall)],
+    train_images: usize,
+) -> String {
+    let val_lines: Vec<String> = val.iter().map(|(n, r)| format!("| {n} (val) | {:.2} |", r.mr)).collect();
+    format!(
+        "# Model card: {name}\n\n\
+         Trained by `acf-index train` (acf-index {version}).\n\n\
+         - Config: `{name}` (config.json), {params} trainable parameters\n\
+         - Data: train splits of {datasets} ({train_images} images)\n\
+         - Best epoch: {best} of {epochs} configured; {seen} training images seen; {hours:.2} h of training compute\n\
+         - Weights fingerprint (sha256 of model.safetensors): `{{fingerprint}}`\n\n\
+         | split | mR |\n|---|---|\n{val_table}\n",
+        name = model.config.name,
+        version = env!("CARGO_PKG_VERSION"),
+        params = model.trainable_parameters(),
+        datasets = state.datasets.join(", "),
+        best = state.best_epoch,
+        epochs = model.config.training.epochs,
+        seen = state.images_seen,
+        hours = state.elapsed_s / 3600.0,
+        val_table = val_lines.join("\n"),
+    )
+}
+
+/// Append-only JSON-lines log, flushed per line so a kill loses nothing written.
+struct MetricsLog {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    fn open(path: &Path) -> Result<MetricsLog> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| AcfError::io(path, "cannot open metrics log", e))?;
+        Ok(MetricsLog { file, path: path.to_path_buf() })
+    }
+
+    fn write(&mut self, value: &serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{value}").map_err(|e| AcfError::io(&self.path, "cannot write metrics", e))
+    }
+}
