@@ -6,17 +6,33 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use crate::model::inference::{cpu_has_native_bf16, max_cosine_deviation};
 use crate::model::vig::l2_normalize;
-use crate::model::{AcfModel, Config, ImageFeatures, Vocab, scoring};
+use crate::model::{AcfModel, Config, ImageFeatures, InferenceOptions, InferencePrecision, Vocab, scoring};
+
+/// Unit of the accuracy rows: the largest `1 − cos` over region and global features.
+pub const DEVIATION_UNIT: &str = "max 1 − cos";
 
 /// One measured row.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchRow {
+    /// Config name (preset or config.json name).
     pub config: String,
+    /// Device the row was measured on.
     pub device: String,
+    /// What was measured.
     pub what: String,
-    pub per_second: f64,
+    /// Throughput in `unit` per second, or for accuracy rows the deviation in `unit`.
+    pub value: f64,
+    /// `chips/s`, `captions/s`, `pairs/s`, or [`DEVIATION_UNIT`].
     pub unit: &'static str,
+}
+
+impl BenchRow {
+    /// The value as printed in the table: one decimal for throughput, scientific for deviations.
+    pub fn formatted_value(&self) -> String {
+        if self.unit == DEVIATION_UNIT { format!("{:.1e}", self.value) } else { format!("{:.1}", self.value) }
+    }
 }
 
 /// How long each measurement runs at least (after one warm-up run).
@@ -72,18 +88,46 @@ pub fn bench_model(
     let model = AcfModel::new(cfg.clone(), synthetic_vocab(3000), device);
     let dev_name = crate::device::device_name(device);
     let mut rows = Vec::new();
-    let mut push = |what: String, per_second: f64, unit: &'static str| {
-        let row = BenchRow { config: cfg.name.clone(), device: dev_name.clone(), what, per_second, unit };
+    let mut push = |what: String, value: f64, unit: &'static str| {
+        let row = BenchRow { config: cfg.name.clone(), device: dev_name.clone(), what, value, unit };
         report(&row);
         rows.push(row);
     };
+    // The training-form encoder in eval mode, then the inference encoder (BatchNorm folded)
+    // in float32 and, where the hardware has native bfloat16, in bfloat16.
+    let mut fast = vec![InferencePrecision::Float32];
+    if device != Device::Cpu || cpu_has_native_bf16() {
+        fast.push(InferencePrecision::BFloat16);
+    }
+    let fast: Vec<_> = fast
+        .into_iter()
+        .map(|p| (p, model.inference_image_encoder(&InferenceOptions::with_precision(p), None)))
+        .collect();
     let s = cfg.image.image_size;
+    let mut deviations = Vec::new();
     for batch in [16i64, 64] {
         let pixels = Tensor::randint(256, [batch, 3, s, s], (Kind::Uint8, device));
         let per_s = rate(opts, device, || {
             let _ = model.encode_pixels(&pixels, false);
         });
-        push(format!("image encoder, batch {batch}"), per_s * batch as f64, "chips/s");
+        push(format!("image encoder f32 plain, batch {batch}"), per_s * batch as f64, "chips/s");
+        for (precision, encoder) in &fast {
+            let per_s = rate(opts, device, || {
+                let _ = encoder.encode_pixels(&pixels);
+            });
+            let what = format!("image encoder {} BN-folded, batch {batch}", precision.name());
+            push(what, per_s * batch as f64, "chips/s");
+        }
+        if deviations.is_empty() {
+            let reference = model.encode_pixels(&pixels, false);
+            for (precision, encoder) in &fast {
+                let dev = max_cosine_deviation(&encoder.encode_pixels(&pixels), &reference);
+                deviations.push((format!("{} BN-folded vs f32 plain, batch {batch}", precision.name()), dev));
+            }
+        }
+    }
+    for (what, dev) in deviations {
+        push(what, dev, DEVIATION_UNIT);
     }
     let captions = 128i64;
     let ids = Tensor::randint_low(2, 3000, [captions, 12], (Kind::Int64, device));

@@ -84,7 +84,7 @@ impl fmt::Display for DoctorReport {
             Some(g) => {
                 writeln!(f, "GDAL             {}", g.version)?;
                 for (name, present) in &g.drivers {
-                    writeln!(f, "  driver {name:<10}{}", yes(*present))?;
+                    writeln!(f, "  driver {name:<13}{}", yes(*present))?;
                 }
             }
         }

@@ -3,6 +3,17 @@
 use clap::Parser;
 
 fn main() {
+    reset_sigpipe();
     let cli = acf_index::cli::Cli::parse();
     std::process::exit(acf_index::cli::run(cli));
+}
+
+/// Restores the default SIGPIPE action so that `acf-index … | head` ends quietly
+/// instead of panicking on a closed pipe (Rust ignores SIGPIPE by default).
+fn reset_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal disposition to SIG_DFL at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

@@ -12,7 +12,7 @@ use crate::data::dataset::Dataset;
 use crate::data::image_file::{Chip, load_chip};
 use crate::device::device_name;
 use crate::model::model_dir::{self, ModelDir};
-use crate::model::{AcfModel, Config, Vocab, scoring};
+use crate::model::{AcfModel, Config, InferenceOptions, Vocab, scoring};
 
 /// Runs one subcommand.
 pub fn dispatch(command: Command) -> Result<()> {
@@ -50,7 +50,7 @@ pub(crate) fn load_model(args: &ModelArgs) -> Result<ModelDir> {
              or pass --model DIR / set ACF_MODEL)"
                 .to_string()
         } else {
-            format!("cannot load model {}", args.model.display())
+            "cannot load model".to_string()
         }
     })?;
     tracing::info!(
@@ -150,6 +150,7 @@ fn model_info(args: &ModelArgs, json: bool) -> Result<()> {
 }
 
 fn rank(text: &str, images: &[std::path::PathBuf], args: &ModelArgs, json: bool) -> Result<()> {
+    crate::device::retain_freed_memory();
     let loaded = load_model(args)?;
     let model = &loaded.model;
     let (caption, encoded) = model.encode_captions(&[text])?;
@@ -174,8 +175,11 @@ fn rank(text: &str, images: &[std::path::PathBuf], args: &ModelArgs, json: bool)
     let mut scores = Vec::with_capacity(chips.len());
     let mut sims = Vec::with_capacity(chips.len());
     let _guard = tch::no_grad_guard();
+    let probe = Chip::batch(&chips[..chips.len().min(4)]);
+    let encoder = model.inference_image_encoder(&InferenceOptions::default(), Some(&probe));
+    tracing::debug!(precision = encoder.precision().name(), "image encoder for inference");
     for batch in chips.chunks(16) {
-        let feats = model.encode_pixels(&Chip::batch(batch), false);
+        let feats = encoder.encode_pixels(&Chip::batch(batch));
         let s = model.score(&feats, &caption).reshape([-1]);
         let g = scoring::global_similarity(&feats, &caption).reshape([-1]);
         scores.extend(Vec::<f32>::try_from(&s.to_device(Device::Cpu))?);
@@ -198,6 +202,7 @@ fn rank(text: &str, images: &[std::path::PathBuf], args: &ModelArgs, json: bool)
 }
 
 fn bench(configs: &[String], device: Device, min_seconds: f64, json: bool) -> Result<()> {
+    crate::device::retain_freed_memory();
     let opts = BenchOptions { min_time: Duration::from_secs_f64(min_seconds.max(0.0)), ..Default::default() };
     if !json {
         println!(
@@ -214,7 +219,7 @@ fn bench(configs: &[String], device: Device, min_seconds: f64, json: bool) -> Re
             if json {
                 println!("{}", serde_json::to_string(row).unwrap_or_default());
             } else {
-                println!("{:<10} {:<42} {:>12.1} {}", row.config, row.what, row.per_second, row.unit);
+                println!("{:<10} {:<42} {:>12} {}", row.config, row.what, row.formatted_value(), row.unit);
             }
         });
     }

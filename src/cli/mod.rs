@@ -30,9 +30,19 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
-/// `context: cause: cause` on one line.
+/// `context: cause: cause` on one line, skipping causes whose text is already there.
 fn one_line(err: &anyhow::Error) -> String {
-    err.chain().map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
+    let mut line = String::new();
+    for cause in err.chain().map(|e| e.to_string()) {
+        if line.contains(&cause) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&cause);
+    }
+    line
 }
 
 fn init_logging(format: LogFormat, verbose: u8, quiet: bool) {
@@ -44,7 +54,9 @@ fn init_logging(format: LogFormat, verbose: u8, quiet: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("ACF_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.without_time().with_target(false).try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -9,8 +9,10 @@ use super::features::ImageFeatures;
 use super::vig::{Downsample, Ffn, GraphSpec, Grapher, Stem, l2_normalize};
 
 /// One entry of the backbone list, in the order of the official `backbone` ModuleList.
+// A dozen layers, built once: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-enum BackboneLayer {
+pub(super) enum BackboneLayer {
     Down(Downsample),
     Block(Grapher, Ffn),
 }
@@ -18,14 +20,14 @@ enum BackboneLayer {
 /// Pyramid ViG backbone plus multi-level node fusion (Eq. 1–2).
 #[derive(Debug)]
 pub struct ImageEncoder {
-    stem: Stem,
-    pos_embed: Tensor,
-    backbone: Vec<BackboneLayer>,
+    pub(super) stem: Stem,
+    pub(super) pos_embed: Tensor,
+    pub(super) backbone: Vec<BackboneLayer>,
     /// Index into `backbone` after which each stage ends.
-    stage_ends: [usize; 4],
-    fusion: NodeFusion,
-    mean: Tensor,
-    std: Tensor,
+    pub(super) stage_ends: [usize; 4],
+    pub(super) fusion: NodeFusion,
+    pub(super) mean: Tensor,
+    pub(super) std: Tensor,
 }
 
 impl ImageEncoder {
@@ -39,7 +41,7 @@ impl ImageEncoder {
         let mut stage_ends = [0usize; 4];
         let mut block_idx = 0i64;
         let bp = p / "backbone";
-        for stage in 0..4 {
+        for (stage, stage_end) in stage_ends.iter_mut().enumerate() {
             let c = im.channels[stage];
             if stage > 0 {
                 let layer = Downsample::new(&(&bp / backbone.len()), im.channels[stage - 1], c);
@@ -61,7 +63,7 @@ impl ImageEncoder {
                 ));
                 block_idx += 1;
             }
-            stage_ends[stage] = backbone.len() - 1;
+            *stage_end = backbone.len() - 1;
         }
         let mean = Tensor::from_slice(&im.mean.map(|v| v as f32)).reshape([1, 3, 1, 1]).to_device(p.device());
         let std = Tensor::from_slice(&im.std.map(|v| v as f32)).reshape([1, 3, 1, 1]).to_device(p.device());
@@ -112,14 +114,14 @@ fn knn_of_block(idx: i64, total: i64, min: i64, max: i64) -> i64 {
 
 /// Multi-level node fusion (Eq. 1) and the global vector (Eq. 2).
 #[derive(Debug)]
-struct NodeFusion {
+pub(super) struct NodeFusion {
     /// P_l and P_m of Eq. 1; `None` when M2 is off.
-    levels: Option<(nn::Conv2D, nn::Conv2D)>,
+    pub(super) levels: Option<(nn::Conv2D, nn::Conv2D)>,
     /// Regions from the top stage alone (M2 off).
-    top_regions: Option<nn::Conv2D>,
+    pub(super) top_regions: Option<nn::Conv2D>,
     /// P_t of Eq. 2.
-    proj_t: nn::Linear,
-    grid: i64,
+    pub(super) proj_t: nn::Linear,
+    pub(super) grid: i64,
 }
 
 impl NodeFusion {

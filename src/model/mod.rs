@@ -4,6 +4,8 @@
 pub mod config;
 pub mod features;
 pub mod image_encoder;
+pub mod inference;
+pub mod knn;
 pub mod loss;
 pub mod model_dir;
 pub mod scoring;
@@ -16,6 +18,7 @@ use tch::{Device, Tensor, nn};
 pub use config::Config;
 pub use features::{ImageFeatures, TextFeatures};
 pub use image_encoder::ImageEncoder;
+pub use inference::{InferenceImageEncoder, InferenceOptions, InferencePrecision};
 pub use model_dir::ModelDir;
 pub use text_encoder::TextEncoder;
 pub use vocab::{Encoded, Vocab};
@@ -31,6 +34,8 @@ pub struct AcfModel {
     vs: nn::VarStore,
     image: ImageEncoder,
     text: TextEncoder,
+    /// The image encoder rebuilt for inference by [`AcfModel::prepare_inference`].
+    inference: Option<InferenceImageEncoder>,
 }
 
 impl AcfModel {
@@ -40,7 +45,7 @@ impl AcfModel {
         let root = vs.root();
         let image = ImageEncoder::new(&(&root / "image"), &config);
         let text = TextEncoder::new(&(&root / "text"), &config, vocab.len() as i64);
-        AcfModel { config, vocab, vs, image, text }
+        AcfModel { config, vocab, vs, image, text, inference: None }
     }
 
     /// The device the weights live on.
@@ -53,8 +58,10 @@ impl AcfModel {
         &self.vs
     }
 
-    /// Mutable weights (for loading).
+    /// Mutable weights (for loading). Drops the encoder made by [`AcfModel::prepare_inference`],
+    /// whose folded weights would no longer match.
     pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        self.inference = None;
         &mut self.vs
     }
 
@@ -77,6 +84,43 @@ impl AcfModel {
     pub fn encode_pixels(&self, pixels: &Tensor, train: bool) -> ImageFeatures {
         let x = self.image.preprocess(pixels);
         self.image.forward_t(&x, train)
+    }
+
+    /// A new inference-only image encoder (BatchNorm folded, optionally bfloat16) from the
+    /// current weights; `probe` chips decide `Auto` precision (see
+    /// [`InferenceImageEncoder::build`]).
+    pub fn inference_image_encoder(
+        &self,
+        opts: &InferenceOptions,
+        probe: Option<&Tensor>,
+    ) -> InferenceImageEncoder {
+        InferenceImageEncoder::build(&self.image, opts, probe)
+    }
+
+    /// Builds the inference encoder that [`AcfModel::encode_pixels_inference`] uses and
+    /// returns it. Call again after the weights change in place (e.g. an optimiser step);
+    /// [`AcfModel::var_store_mut`] drops it.
+    pub fn prepare_inference(
+        &mut self,
+        opts: &InferenceOptions,
+        probe: Option<&Tensor>,
+    ) -> &InferenceImageEncoder {
+        self.inference.insert(InferenceImageEncoder::build(&self.image, opts, probe))
+    }
+
+    /// The encoder made by [`AcfModel::prepare_inference`], if any.
+    pub fn inference_encoder(&self) -> Option<&InferenceImageEncoder> {
+        self.inference.as_ref()
+    }
+
+    /// Encodes 8-bit chips without autograd: with the prepared inference encoder when
+    /// there is one, otherwise with the training-form encoder in eval mode (same features
+    /// up to rounding, slower).
+    pub fn encode_pixels_inference(&self, pixels: &Tensor) -> ImageFeatures {
+        match &self.inference {
+            Some(encoder) => encoder.encode_pixels(pixels),
+            None => tch::no_grad(|| self.encode_pixels(pixels, false)),
+        }
     }
 
     /// Encodes token ids (T, m) with their lengths (T).

@@ -122,7 +122,30 @@ pub fn tensors_to_safetensors(
         })
         .collect::<Result<_>>()?;
     let metadata = Some(metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect());
-    safetensors::serialize(views, metadata).map_err(st_err)
+    let bytes = safetensors::serialize(views, metadata).map_err(st_err)?;
+    Ok(canonical_header(bytes))
+}
+
+/// Rewrites the JSON header with sorted keys: safetensors takes metadata as a `HashMap`,
+/// whose order varies between runs, and the fingerprint must not.
+fn canonical_header(bytes: Vec<u8>) -> Vec<u8> {
+    let Some(len_bytes) = bytes.get(..8) else { return bytes };
+    let len = u64::from_le_bytes(len_bytes.try_into().unwrap_or([0; 8])) as usize;
+    let Some(header) = bytes.get(8..8 + len) else { return bytes };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else { return bytes };
+    // serde_json's default Map is a BTreeMap: serialising sorts every object's keys.
+    let Ok(mut sorted) = serde_json::to_vec(&value) else { return bytes };
+    while sorted.len() < len {
+        sorted.push(b' ');
+    }
+    if sorted.len() != len {
+        return bytes;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&(len as u64).to_le_bytes());
+    out.extend_from_slice(&sorted);
+    out.extend_from_slice(&bytes[8 + len..]);
+    out
 }
 
 /// Reads every float32 tensor of a safetensors file (CPU tensors, by name).

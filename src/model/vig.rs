@@ -11,15 +11,22 @@ fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, groups: i64) ->
     nn::conv2d(p, c_in, c_out, k, cfg)
 }
 
+/// ε of every BatchNorm (PyTorch's default); the inference path folds with the same value.
+pub(super) const BN_EPS: f64 = 1e-5;
+
 fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, c, Default::default())
+    nn::batch_norm2d(p, c, nn::BatchNormConfig { eps: BN_EPS, ..Default::default() })
 }
 
 /// A convolution followed by BatchNorm: the `nn.Sequential(Conv2d, BatchNorm2d)` pairs of ViG.
 #[derive(Debug)]
 pub struct ConvBn {
-    conv: nn::Conv2D,
-    bn: nn::BatchNorm,
+    pub(super) conv: nn::Conv2D,
+    pub(super) bn: nn::BatchNorm,
+    /// Stride, padding and groups of `conv` (tch keeps its config private).
+    pub(super) stride: i64,
+    pub(super) padding: i64,
+    pub(super) groups: i64,
 }
 
 impl ConvBn {
@@ -28,6 +35,9 @@ impl ConvBn {
         ConvBn {
             conv: conv(p / idx.to_string(), c_in, c_out, k, stride, groups),
             bn: bn(p / (idx + 1).to_string(), c_out),
+            stride,
+            padding: k / 2,
+            groups,
         }
     }
 }
@@ -41,7 +51,7 @@ impl ModuleT for ConvBn {
 /// Stem: conv3×3 s2 + BN + GELU, conv3×3 s2 + BN + GELU, conv3×3 s1 + BN (image/4).
 #[derive(Debug)]
 pub struct Stem {
-    layers: [ConvBn; 3],
+    pub(super) layers: [ConvBn; 3],
 }
 
 impl Stem {
@@ -68,7 +78,7 @@ impl ModuleT for Stem {
 /// Downsampling between stages: conv3×3 s2 + BN.
 #[derive(Debug)]
 pub struct Downsample {
-    conv: ConvBn,
+    pub(super) conv: ConvBn,
 }
 
 impl Downsample {
@@ -103,12 +113,12 @@ pub struct GraphSpec {
 /// Grapher: 1×1 conv+BN → dynamic max-relative graph conv → 1×1 conv (2C→C)+BN, residual.
 #[derive(Debug)]
 pub struct Grapher {
-    fc1: ConvBn,
-    graph_nn: ConvBn,
-    fc2: ConvBn,
+    pub(super) fc1: ConvBn,
+    pub(super) graph_nn: ConvBn,
+    pub(super) fc2: ConvBn,
     /// Fixed relative-position term added to k-NN distances, (1, N, N/r²).
-    relative_pos: Tensor,
-    spec: GraphSpec,
+    pub(super) relative_pos: Tensor,
+    pub(super) spec: GraphSpec,
 }
 
 impl Grapher {
@@ -150,9 +160,7 @@ impl Grapher {
             let (_, idx) = dist.neg().topk(kd, -1, true, true);
             idx.slice(2, 0, kd, self.spec.dilation)
         });
-        let k = idx.size()[2];
-        let gathered = ys.gather(1, &idx.reshape([b, n * k, 1]).expand([b, n * k, c], false), false);
-        let x_j = gathered.reshape([b, n, k, c]).amax([2], false) - &xs; // max_j(x_j) − x_i
+        let x_j = neighbour_rows(&ys, &idx).amax([2], false) - &xs; // max_j(x_j) − x_i
         // Interleave channels as torch.cat([x, x_j], dim=2).reshape(b, 2c, n, 1) does.
         let both = Tensor::stack(&[xs.transpose(1, 2), x_j.transpose(1, 2)], 2).reshape([b, 2 * c, n, 1]);
         self.graph_nn.forward_t(&both, train).gelu("none").reshape([b, 2 * c, h, w])
@@ -170,8 +178,8 @@ impl ModuleT for Grapher {
 /// FFN: 1×1 conv C→rC + BN + GELU, 1×1 conv rC→C + BN, residual.
 #[derive(Debug)]
 pub struct Ffn {
-    fc1: ConvBn,
-    fc2: ConvBn,
+    pub(super) fc1: ConvBn,
+    pub(super) fc2: ConvBn,
 }
 
 impl Ffn {
@@ -188,6 +196,17 @@ impl ModuleT for Ffn {
         let y = self.fc1.forward_t(xs, train).gelu("none");
         self.fc2.forward_t(&y, train) + xs
     }
+}
+
+/// `out[b, i, j] = keys[b, idx[b, i, j]]`: keys (B, M, C), idx (B, N, k) → (B, N, k, C).
+/// Row lookups in the flattened (B·M, C) keys (`index_select`) give the same values as
+/// `gather` with the index expanded over C, faster, without an index element per value.
+pub(super) fn neighbour_rows(keys: &Tensor, idx: &Tensor) -> Tensor {
+    let (b, m, c) = keys.size3().unwrap_or((0, 0, 0));
+    let (_, n, k) = idx.size3().unwrap_or((0, 0, 0));
+    let offsets = Tensor::arange(b, (Kind::Int64, idx.device())).view([b, 1, 1]) * m;
+    let rows = (idx + offsets).reshape([-1]);
+    keys.reshape([b * m, c]).index_select(0, &rows).reshape([b, n, k, c])
 }
 
 /// Divides each vector along `dim` by its L2 norm (guarded against zero).
@@ -223,4 +242,29 @@ fn relative_position_term(channels: i64, side: i64, keys: i64) -> Tensor {
         rel.reshape([1, 1, n, n]).upsample_bicubic2d([n, keys], false, None, None).reshape([n, keys])
     };
     rel.neg().unsqueeze(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn neighbour_rows_equal_expanded_gather_with_same_gradient() {
+        tch::manual_seed(5);
+        let (b, m, c, n, k) = (3, 11, 6, 17, 4);
+        let keys = Tensor::randn([b, m, c], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let idx = Tensor::randint(m, [b, n, k], (Kind::Int64, Device::Cpu));
+        let fast = neighbour_rows(&keys, &idx);
+        let gathered = keys.gather(1, &idx.reshape([b, n * k, 1]).expand([b, n * k, c], false), false);
+        let reference = gathered.reshape([b, n, k, c]);
+        assert!(fast.equal(&reference));
+        let weights = Tensor::randn([b, n, k, c], (Kind::Float, Device::Cpu));
+        let grad = |t: &Tensor| {
+            let g = Tensor::run_backward(&[(t * &weights).sum(Kind::Float)], &[&keys], false, false);
+            g[0].shallow_clone()
+        };
+        let diff = (grad(&fast) - grad(&reference)).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{diff}");
+    }
 }

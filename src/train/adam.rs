@@ -110,4 +110,41 @@ mod tests {
         }
         assert!(x.abs().max().double_value(&[]) < 0.05);
     }
+
+    #[test]
+    fn one_step_on_a_small_batch_changes_every_trainable_parameter() {
+        use crate::model::{AcfModel, Encoded, Vocab, loss, scoring};
+        tch::manual_seed(3);
+        let cfg = Config::pvig_nano();
+        let vocab = Vocab::build(["a plane at the airport", "boats in a harbor", "a green tennis court"], 1);
+        let model = AcfModel::new(cfg.clone(), vocab, Device::Cpu);
+        let before: Vec<(String, Tensor)> = model
+            .var_store()
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(k, t)| (k, t.detach().copy()))
+            .collect();
+        let mut adam = Adam::new(model.var_store(), &cfg.training);
+        let pixels = Tensor::randint(256, [3, 3, 224, 224], (Kind::Uint8, Device::Cpu));
+        let caps = ["a plane at the airport", "boats in a harbor", "a green tennis court"];
+        let enc: Vec<Encoded> = caps.iter().map(|c| model.vocab.encode(c, 32)).collect();
+        let (ids, lengths) = model.vocab.batch(&enc);
+        let img = model.encode_pixels(&pixels, true);
+        let txt = model.encode_ids(&ids, &lengths, true);
+        let s = scoring::score_matrix(&img, &txt, &cfg.scoring);
+        let g = scoring::global_similarity(&img, &txt);
+        let mut loss_cfg = cfg.loss.clone();
+        loss_cfg.negatives = crate::model::config::Negatives::Sum;
+        loss_cfg.margin = 10.0; // every hinge active, so every branch gets a gradient
+        let l = loss::acf_loss(&s, &g, &Tensor::from_slice(&[0i64, 1, 2]), &loss_cfg);
+        adam.zero_grad();
+        l.backward();
+        adam.step(1e-3);
+        let after = model.var_store().variables();
+        let unchanged: Vec<&String> =
+            before.iter().filter(|(k, t)| after[k.as_str()].equal(t)).map(|(k, _)| k).collect();
+        assert!(unchanged.is_empty(), "parameters without an update: {unchanged:?}");
+        assert!(before.len() > 50);
+    }
 }

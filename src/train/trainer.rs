@@ -387,3 +387,119 @@ impl MetricsLog {
         writeln!(self.file, "{value}").map_err(|e| AcfError::io(&self.path, "cannot write metrics", e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::evaluate::{EvalSet, evaluate};
+
+    fn fixture() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ucm-mini/dataset.json")
+    }
+
+    /// Same structure as pvig-nano, small enough to train in seconds on a CPU.
+    fn micro_config() -> Config {
+        let mut c = Config::pvig_nano();
+        c.name = "test-micro".into();
+        c.embed_dim = 64;
+        c.image.image_size = 96;
+        c.image.blocks = vec![1, 1, 1, 1];
+        c.image.channels = vec![16, 32, 64, 128];
+        c.image.knn_min = 4;
+        c.image.knn_max = 6;
+        c.image.max_dilation = 1;
+        c.image.region_grid = 3;
+        c.text.word_dim = 32;
+        c.training.batch_size = 20;
+        c.training.learning_rate = 3e-3;
+        c.training.warmup_sum_epochs = 1000; // summed negatives throughout: 40 images
+        c
+    }
+
+    fn options(out: &Path, epochs: i64) -> TrainOptions {
+        let mut config = micro_config();
+        config.training.epochs = epochs;
+        TrainOptions {
+            datasets: vec![fixture()],
+            images_dir: None,
+            config,
+            out: out.to_path_buf(),
+            resume: false,
+            skip_bad: false,
+            device: Device::Cpu,
+            val_images: None,
+            checkpoint_minutes: 1e9,
+            stop_after_epochs: None,
+        }
+    }
+
+    fn epoch_losses(out: &Path) -> Vec<f64> {
+        let text = std::fs::read_to_string(out.join(METRICS)).unwrap();
+        let mut per_epoch: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["kind"] == "batch" {
+                per_epoch.entry(v["epoch"].as_i64().unwrap()).or_default().push(v["loss"].as_f64().unwrap());
+            }
+        }
+        per_epoch.values().map(|l| l.iter().sum::<f64>() / l.len() as f64).collect()
+    }
+
+    #[test]
+    fn short_training_run_learns_the_training_subset() {
+        tch::set_num_threads(2);
+        let dir = tempfile::tempdir().unwrap();
+        let summary = train(&options(dir.path(), 20), Arc::new(AtomicBool::new(false))).unwrap();
+        assert_eq!(summary.state.epoch, 20);
+        let losses = epoch_losses(dir.path());
+        assert!(losses.last().unwrap() < &(0.6 * losses[1]), "loss did not go down: {losses:?}");
+        // Retrieval on the (unaugmented) training images: chance R@1 is 2.5 % both ways;
+        // this run measured 14.5 % (i2t 5.0, t2i 24.0).
+        let ckpt = ModelDir::load(&dir.path().join(CHECKPOINT), Device::Cpu).unwrap();
+        let ds = Dataset::load(&fixture(), None).unwrap();
+        let (imgs, _) = load_split(&[ds], "train", &ckpt.model.vocab, 32, false).unwrap();
+        let r = evaluate(&ckpt.model, &EvalSet::new(&imgs, 96, None));
+        let r1 = (r.i2t[0] + r.t2i[0]) / 2.0;
+        assert!(r1 > 10.0, "train-subset R@1 {r1:.1} % (i2t {:?}, t2i {:?})", r.i2t, r.t2i);
+        // The best model directory is a loadable model.
+        assert!(ModelDir::load(dir.path(), Device::Cpu).is_ok());
+    }
+
+    #[test]
+    fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
+        tch::set_num_threads(2);
+        let straight = tempfile::tempdir().unwrap();
+        train(&options(straight.path(), 2), Arc::new(AtomicBool::new(false))).unwrap();
+        let split = tempfile::tempdir().unwrap();
+        let mut first = options(split.path(), 2);
+        first.stop_after_epochs = Some(1);
+        let s1 = train(&first, Arc::new(AtomicBool::new(false))).unwrap();
+        assert_eq!(s1.state.epoch, 1);
+        let mut second = options(split.path(), 2);
+        second.resume = true;
+        let s2 = train(&second, Arc::new(AtomicBool::new(false))).unwrap();
+        assert_eq!(s2.state.epoch, 2);
+        let a = ModelDir::load(&straight.path().join(CHECKPOINT), Device::Cpu).unwrap();
+        let b = ModelDir::load(&split.path().join(CHECKPOINT), Device::Cpu).unwrap();
+        let va = a.model.var_store().variables();
+        let vb = b.model.var_store().variables();
+        for (name, ta) in &va {
+            let diff = (ta - &vb[name]).abs().max().double_value(&[]);
+            assert!(diff <= 1e-6, "{name} differs by {diff}");
+        }
+    }
+
+    #[test]
+    fn interrupt_saves_a_checkpoint_that_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = train(&options(dir.path(), 1), Arc::new(AtomicBool::new(true))).unwrap();
+        assert!(s.interrupted);
+        assert_eq!(s.state.next_batch, 1);
+        assert!(dir.path().join("checkpoint/optimizer.safetensors").exists());
+        assert!(train(&options(dir.path(), 1), Arc::new(AtomicBool::new(false))).is_err(), "needs --resume");
+        let mut again = options(dir.path(), 1);
+        again.resume = true;
+        let s = train(&again, Arc::new(AtomicBool::new(false))).unwrap();
+        assert!(!s.interrupted && s.state.epoch == 1);
+    }
+}

@@ -1,0 +1,225 @@
+//! `acf-index model init|info`: creating model directories and refusing inconsistent ones.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::util::{Dir, examples_json, parse_json, sha256_file};
+
+const MODEL_FILES: [&str; 4] = ["config.json", "vocab.json", "model.safetensors", "MODEL_CARD.md"];
+
+fn read_json(path: &Path) -> Value {
+    parse_json(
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display())),
+    )
+}
+
+fn write_json(path: &Path, value: &Value) {
+    std::fs::write(path, serde_json::to_string_pretty(value).unwrap()).unwrap();
+}
+
+/// `model info --json` of a model directory.
+fn info_json(dir: &Dir, model: &Path) -> Value {
+    let run =
+        dir.command().args(["model", "info", "--device", "cpu", "--json", "--model"]).arg(model).succeeds();
+    parse_json(&run.stdout)
+}
+
+/// `model init` arguments up to (not including) `--out`.
+fn init_args<'a>(dir: &'a Dir, config: &str) -> crate::util::TestCommand<'a> {
+    let mut cmd = dir.command();
+    cmd.args(["model", "init", "--config", config, "--vocab-from"]).arg(examples_json());
+    cmd
+}
+
+#[test]
+fn init_creates_a_complete_model_directory() {
+    let dir = Dir::new();
+    let out = dir.join("m");
+    let run = init_args(&dir, "pvig-nano").arg("--out").arg(&out).succeeds();
+    for file in MODEL_FILES {
+        run.check(out.join(file).is_file(), &format!("{file} should be created"));
+    }
+    let fingerprint = sha256_file(&out.join("model.safetensors"));
+    run.stdout_has("pvig-nano").stdout_has(&fingerprint[..12]);
+
+    let card = std::fs::read_to_string(out.join("MODEL_CARD.md")).unwrap();
+    run.check(card.contains(&fingerprint), "MODEL_CARD.md should give the full fingerprint");
+    run.check(card.contains("untrained"), "MODEL_CARD.md should say the model is untrained");
+
+    let vocab = read_json(&out.join("vocab.json"));
+    let words: Vec<&str> = vocab["words"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    run.check(words.starts_with(&["<pad>", "<unk>"]), "vocab.json should start with <pad>, <unk>");
+    for word in ["airplanes", "airport", "tennis", "harbor"] {
+        run.check(
+            words.contains(&word),
+            &format!("vocabulary from the example captions should hold {word:?}"),
+        );
+    }
+    run.stdout_has(&format!("{} words", words.len()));
+
+    // Nothing half-written is left behind.
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    run.check(names.len() == MODEL_FILES.len(), "the model directory should hold exactly the four files");
+}
+
+#[test]
+fn info_reloads_the_model_and_reports_its_fingerprint() {
+    let dir = Dir::new();
+    let model = dir.init_model("m");
+    let info = info_json(&dir, &model);
+    let fingerprint = sha256_file(&model.join("model.safetensors"));
+    assert_eq!(
+        info["fingerprint"],
+        fingerprint.as_str(),
+        "fingerprint = sha256 of model.safetensors\n{info:#}"
+    );
+    assert_eq!(
+        info["config"],
+        read_json(&model.join("config.json")),
+        "info --json should report config.json"
+    );
+    let words = read_json(&model.join("vocab.json"))["words"].as_array().unwrap().len();
+    assert_eq!(info["vocabulary_words"], words, "{info:#}");
+    assert!(info["trainable_parameters"].as_u64().is_some_and(|n| n > 100_000), "{info:#}");
+
+    let run = dir.command().args(["model", "info", "--device", "cpu", "--model"]).arg(&model).succeeds();
+    run.stdout_has(&fingerprint).stdout_has("pvig-nano").stdout_has(&format!("{words} words"));
+}
+
+#[test]
+fn init_refuses_a_non_empty_out_without_force() {
+    let dir = Dir::new();
+    let out = dir.write("m/notes.txt", "keep me");
+    let out = out.parent().unwrap();
+    let run = init_args(&dir, "pvig-nano").arg("--out").arg(out).fails();
+    run.error_has(&out.display().to_string()).error_has("--force");
+    run.check(!out.join("model.safetensors").exists(), "a refused init must not write a model");
+    run.check(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap() == "keep me",
+        "existing files are kept",
+    );
+
+    // --force overwrites; an existing empty directory needs no --force.
+    init_args(&dir, "pvig-nano").arg("--out").arg(out).arg("--force").succeeds();
+    assert!(out.join("model.safetensors").is_file());
+    std::fs::create_dir(dir.join("empty")).unwrap();
+    init_args(&dir, "pvig-nano").args(["--out", "empty"]).succeeds();
+    assert!(dir.join("empty/model.safetensors").is_file());
+}
+
+#[test]
+fn init_with_an_unknown_preset_names_it() {
+    let dir = Dir::new();
+    let run = init_args(&dir, "pvig-huge").args(["--out", "m"]).fails();
+    run.error_has("pvig-huge").error_has("pvig-nano");
+    run.check(!dir.join("m").exists(), "a failed init must not create the output directory");
+}
+
+#[test]
+fn init_names_a_missing_vocabulary_dataset() {
+    let dir = Dir::new();
+    let run = dir.command().args(["model", "init", "--vocab-from", "no-such.json", "--out", "m"]).fails();
+    run.error_has("no-such.json");
+    run.check(!dir.join("m").exists(), "a failed init must not create the output directory");
+}
+
+#[test]
+fn init_accepts_a_custom_config_file() {
+    let dir = Dir::new();
+    let reference = dir.init_model("reference");
+    let mut config = read_json(&reference.join("config.json"));
+    assert_eq!(config["scoring"]["correction"], "logits", "pvig-nano's default correction");
+    config["scoring"]["correction"] = "off".into();
+    let custom = dir.join("custom.json");
+    write_json(&custom, &config);
+
+    init_args(&dir, custom.to_str().unwrap()).args(["--out", "m"]).succeeds();
+    let info = info_json(&dir, &dir.join("m"));
+    assert_eq!(info["config"]["scoring"]["correction"], "off", "{info:#}");
+    assert_eq!(info["config"], config, "the model should carry the custom config unchanged");
+}
+
+#[test]
+fn info_refuses_a_config_with_a_bad_value_naming_the_field() {
+    let dir = Dir::new();
+    let model = dir.init_model("m");
+    let path = model.join("config.json");
+    let mut config = read_json(&path);
+    config["scoring"]["correction"] = "sideways".into();
+    write_json(&path, &config);
+    dir.command()
+        .args(["model", "info", "--device", "cpu", "--model"])
+        .arg(&model)
+        .fails()
+        .error_has("/scoring/correction")
+        .error_has("sideways")
+        .error_has("config.json");
+}
+
+#[test]
+fn info_refuses_a_vocabulary_of_another_size_naming_the_tensor() {
+    let dir = Dir::new();
+    let model = dir.init_model("m");
+    let path = model.join("vocab.json");
+    let mut vocab = read_json(&path);
+    let words = vocab["words"].as_array_mut().unwrap();
+    words.truncate(words.len() - 3);
+    let remaining = words.len();
+    write_json(&path, &vocab);
+    dir.command()
+        .args(["model", "info", "--device", "cpu", "--model"])
+        .arg(&model)
+        .fails()
+        .error_has("text.embed.weight")
+        .error_has(&format!("{remaining} words"));
+}
+
+#[test]
+fn info_names_a_missing_weights_file() {
+    let dir = Dir::new();
+    let model = dir.init_model("m");
+    std::fs::remove_file(model.join("model.safetensors")).unwrap();
+    dir.command()
+        .args(["model", "info", "--device", "cpu", "--model"])
+        .arg(&model)
+        .fails()
+        .error_has("model.safetensors is missing")
+        .error_has(&model.display().to_string());
+}
+
+/// Bug: `serialize_weights` in `src/model/model_dir.rs` passes the safetensors metadata as a
+/// `HashMap`, whose random iteration order reorders the header, so the same weights get a
+/// different fingerprint on each run.
+#[test]
+fn init_with_the_same_seed_gives_the_same_fingerprint() {
+    let dir = Dir::new();
+    let fingerprints: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|out| {
+            init_args(&dir, "pvig-nano").args(["--seed", "7", "--out", out]).succeeds();
+            sha256_file(&dir.join(out).join("model.safetensors"))
+        })
+        .collect();
+    assert!(
+        fingerprints.iter().all(|f| *f == fingerprints[0]),
+        "same seed, different files: {fingerprints:?}"
+    );
+    init_args(&dir, "pvig-nano").args(["--seed", "8", "--out", "d"]).succeeds();
+    assert_ne!(sha256_file(&dir.join("d/model.safetensors")), fingerprints[0], "another seed, same weights");
+}
+
+/// Bug: `AcfError::Io` prints its `source` in its message and also returns it from
+/// `source()`, and `cli::one_line` joins the whole chain, so the OS error appears twice:
+/// `no-such.json: cannot read dataset: No such file or directory (os error 2): No such file or directory (os error 2)`.
+#[test]
+fn error_messages_do_not_repeat_the_cause() {
+    let dir = Dir::new();
+    let run = dir.command().args(["model", "init", "--vocab-from", "no-such.json", "--out", "m"]).fails();
+    let line = run.error_line();
+    let os = "No such file or directory";
+    run.check(line.matches(os).count() == 1, "the OS error should appear once");
+}

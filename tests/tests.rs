@@ -1,0 +1,9 @@
+//! End-to-end tests of the `acf-index` command line, run against the built binary.
+//! One test binary (ripgrep style) so that it is linked once; `util` holds the helpers.
+
+mod util;
+
+mod cli_doctor;
+mod cli_model;
+mod cli_rank;
+mod cli_usage;
