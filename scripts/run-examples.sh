@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up whatever is missing (scripts/setup.sh), then runs the main job on the bundled examples.
-# Until training lands this ranks the example images for a few captions with the model in
-# models/default, or with a freshly initialised (untrained) model when none exists yet.
+# Until `index`/`query` land, the main job ranks the bundled example images for a few captions
+# with models/default (or a freshly initialised, untrained model if that is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

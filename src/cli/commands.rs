@@ -44,17 +44,24 @@ fn doctor(json: bool) -> Result<()> {
 /// Loads the model named by `--model` onto `--device`.
 pub(crate) fn load_model(args: &ModelArgs) -> Result<ModelDir> {
     let device = args.device.resolve()?;
-    let loaded = ModelDir::load(&args.model, device).with_context(|| {
-        if args.model == Path::new("models/default") && !args.model.exists() {
-            "no --model given and models/default does not exist here (run from the repository root, \
-             or pass --model DIR / set ACF_MODEL)"
+    // The default model ships in the source tree: outside it (cron jobs), fall back to the
+    // models/default of the checkout this binary was built from.
+    let built_in = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
+    let dir = if args.model == Path::new("models/default") && !args.model.exists() && built_in.exists() {
+        built_in.as_path()
+    } else {
+        args.model.as_path()
+    };
+    let loaded = ModelDir::load(dir, device).with_context(|| {
+        if args.model == Path::new("models/default") && !dir.exists() {
+            "no --model given and models/default does not exist (pass --model DIR or set ACF_MODEL)"
                 .to_string()
         } else {
             "cannot load model".to_string()
         }
     })?;
     tracing::info!(
-        model = %args.model.display(),
+        model = %dir.display(),
         config = %loaded.model.config.name,
         fingerprint = loaded.short_fingerprint(),
         device = %device_name(device),

@@ -16,6 +16,7 @@ use crate::train::metrics::{Recall, recall};
 use crate::train::{TrainOptions, train as run_training};
 
 pub fn train(args: TrainArgs) -> Result<()> {
+    crate::device::retain_freed_memory();
     let mut config = Config::preset_or_file(&args.config)?;
     let t = &mut config.training;
     if let Some(v) = args.epochs {
@@ -86,6 +87,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
 }
 
 pub fn eval(args: EvalArgs) -> Result<()> {
+    crate::device::retain_freed_memory();
     let loaded = load_model(&args.model)?;
     let model = &loaded.model;
     let datasets: Vec<Dataset> =
