@@ -9,7 +9,13 @@ use tch::{Device, Kind, Tensor};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let b: i64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(32);
-    let cfg = Config::preset(args.get(2).map_or("pvig-nano", String::as_str)).expect("preset");
+    let cfg = match Config::preset_or_file(args.get(2).map_or("pvig-nano", String::as_str)) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
     let words: Vec<String> = (0..3000).map(|i| format!("w{i}")).collect();
     let model = AcfModel::new(cfg.clone(), Vocab::build(words.iter().map(String::as_str), 1), Device::Cpu);
     let mut adam = Adam::new(model.var_store(), &cfg.training);
