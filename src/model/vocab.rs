@@ -131,14 +131,21 @@ impl Vocab {
     /// Pads encoded captions into ids `(T, m)` int64 (padding [`PAD_ID`]) and lengths `(T)`
     /// int64, m being the longest caption (at least 1, so the tensors always have a column).
     pub fn batch(&self, encoded: &[Encoded]) -> (Tensor, Tensor) {
-        let m = encoded.iter().map(|e| e.ids.len()).max().unwrap_or(0).max(1);
-        let mut flat = Vec::with_capacity(encoded.len() * m);
-        for e in encoded {
-            flat.extend_from_slice(&e.ids);
-            flat.resize(flat.len() + m - e.ids.len(), PAD_ID);
+        Self::batch_ids(encoded.iter().map(|e| e.ids.as_slice()))
+    }
+
+    /// [`Vocab::batch`] for token-id lists that are already known (training and evaluation).
+    pub fn batch_ids<'a>(captions: impl ExactSizeIterator<Item = &'a [i64]> + Clone) -> (Tensor, Tensor) {
+        let t = captions.len();
+        let m = captions.clone().map(<[i64]>::len).max().unwrap_or(0).max(1);
+        let mut flat = Vec::with_capacity(t * m);
+        let mut lengths = Vec::with_capacity(t);
+        for ids in captions {
+            flat.extend_from_slice(ids);
+            flat.resize(flat.len() + m - ids.len(), PAD_ID);
+            lengths.push(ids.len() as i64);
         }
-        let lengths: Vec<i64> = encoded.iter().map(|e| e.ids.len() as i64).collect();
-        let ids = Tensor::from_slice(&flat).view([encoded.len() as i64, m as i64]);
+        let ids = Tensor::from_slice(&flat).view([t as i64, m as i64]);
         (ids, Tensor::from_slice(&lengths))
     }
 

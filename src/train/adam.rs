@@ -61,8 +61,13 @@ impl Adam {
                 (k, if g.defined() { g } else { p.zeros_like() })
             })
             .collect();
-        let total: f64 = grads.iter().map(|(_, g)| g.square().sum(Kind::Double).double_value(&[])).sum();
-        let norm = total.sqrt();
+        // One device→host transfer for the norm, not one per parameter.
+        let squares: Vec<Tensor> = grads.iter().map(|(_, g)| g.square().sum(Kind::Double)).collect();
+        let norm = if squares.is_empty() {
+            0.0
+        } else {
+            Tensor::stack(&squares, 0).sum(Kind::Double).sqrt().double_value(&[])
+        };
         let scale = if self.clip > 0.0 && norm > self.clip { self.clip / (norm + 1e-6) } else { 1.0 };
         self.step += 1;
         let bc1 = 1.0 - self.beta1.powi(self.step as i32);

@@ -65,9 +65,7 @@ pub fn score_all(
     let t = set.captions.len();
     let mut columns: Vec<Tensor> = Vec::new();
     for chunk in set.captions.chunks(128) {
-        let encoded: Vec<crate::model::Encoded> =
-            chunk.iter().map(|ids| crate::model::Encoded { ids: ids.clone(), unknown: vec![] }).collect();
-        let (ids, lengths) = model.vocab.batch(&encoded);
+        let (ids, lengths) = crate::model::Vocab::batch_ids(chunk.iter().map(Vec::as_slice));
         let text = model.encode_ids(&ids, &lengths, false);
         columns.push(scoring::score_matrix_chunked(images, &text, scoring_cfg, 64));
     }

@@ -20,7 +20,7 @@ use crate::data::dataset::Dataset;
 use crate::error::{AcfError, Result};
 use crate::model::config::Negatives;
 use crate::model::model_dir::{self, ModelDir, safetensors_to_tensors, tensors_to_safetensors, write_atomic};
-use crate::model::{AcfModel, Config, Encoded, Vocab, loss, scoring};
+use crate::model::{AcfModel, Config, Vocab, loss, scoring};
 
 /// Everything `acf-index train` needs.
 pub struct TrainOptions {
@@ -240,9 +240,7 @@ pub fn train_step(
     let n = batch.image_ids.len() as i64;
     let device = model.device();
     let pixels = Tensor::from_slice(&batch.pixels).reshape([n, 3, size, size]).to_device(device);
-    let encoded: Vec<Encoded> =
-        batch.captions.iter().map(|ids| Encoded { ids: ids.clone(), unknown: vec![] }).collect();
-    let (ids, lengths) = model.vocab.batch(&encoded);
+    let (ids, lengths) = Vocab::batch_ids(batch.captions.iter().map(Vec::as_slice));
     let images = model.encode_pixels(&pixels, true);
     let texts = model.encode_ids(&ids, &lengths, true);
     let s = scoring::score_matrix(&images, &texts, &model.config.scoring);
