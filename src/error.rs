@@ -47,6 +47,15 @@ pub enum AcfError {
     /// A safetensors file that cannot be parsed.
     #[error("{path}: invalid safetensors file: {reason}")]
     Safetensors { path: PathBuf, reason: String },
+    /// An index directory (or one of its files) that cannot be used.
+    #[error("{path}: {reason}")]
+    Index { path: PathBuf, reason: String },
+    /// A scene GDAL cannot open or read as needed.
+    #[error("{path}: {reason}")]
+    Raster { path: String, reason: String },
+    /// Arrow data that does not fit the catalog schema.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
     /// Arguments that make no sense together.
     #[error("{0}")]
     InvalidArgument(String),

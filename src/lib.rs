@@ -7,7 +7,10 @@ pub mod data;
 pub mod device;
 pub mod doctor;
 pub mod error;
+pub mod index;
 pub mod model;
+pub mod raster;
+pub mod storage;
 pub mod train;
 
 pub use error::{AcfError, Result};

@@ -70,6 +70,25 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a model: R@1/5/10 for sentence and image retrieval and mR (paper's Table 4).
     Eval(EvalArgs),
+    /// Index scenes into a GeoParquet chip catalog (run it nightly; reruns are incremental).
+    ///
+    /// Walks the given files and folders (recursively, in a fixed order) and --from-list,
+    /// reads every scene with GDAL in 224×224 windows, encodes each chip with the model into
+    /// 49 region features and one global vector, and writes one GeoParquet 1.1 file per scene
+    /// under OUT/parts with each chip's footprint in CRS84. Scenes already indexed with the
+    /// same fingerprint (path, size, mtime; --verify adds a content hash) and model are
+    /// skipped; changed scenes are replaced. Killing the run at any moment leaves the index
+    /// readable; rerunning completes it. Exit codes: 0 all scenes ok, 3 some scenes failed
+    /// (each reported on one line), 1 nothing could run, 130 interrupted.
+    Index(IndexArgs),
+    /// Show what an index holds: scenes, chips, model, size per chip, CRSs, failures.
+    Info {
+        /// Index directory.
+        index: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks (print throughput, assert nothing).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -123,6 +142,76 @@ pub struct TrainArgs {
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
+}
+
+/// Arguments of `acf-index index`.
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// Scene files or folders (any raster GDAL opens; folders are walked recursively,
+    /// skipping hidden files and sidecars such as .aux.xml, .ovr, .tfw).
+    pub paths: Vec<PathBuf>,
+    /// Index directory (created when missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A file with one GDAL path per line (/vsis3/…, /vsicurl/…, VRTs, local files; # comments).
+    #[arg(long)]
+    pub from_list: Option<PathBuf>,
+    /// Only files whose path matches one of these globs (e.g. '*.tif'); repeatable.
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Skip scenes whose path matches one of these globs; repeatable.
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Pixels between chip origins; smaller than 224 makes chips overlap.
+    #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stride: u32,
+    /// Bands read as R,G,B (1-based), e.g. 4,3,2; one number is replicated. Default: the
+    /// bands whose colour interpretation is red/green/blue, else the first three.
+    #[arg(long, value_delimiter = ',')]
+    pub bands: Option<Vec<usize>>,
+    /// Map MIN..MAX to 0..255 for non-8-bit scenes instead of the per-scene 2–98 % stretch.
+    #[arg(long, value_parser = parse_scale)]
+    pub scale: Option<(f64, f64)>,
+    /// Chips with a smaller fraction of valid pixels (nodata, mask, alpha, NaN) are counted
+    /// but not encoded.
+    #[arg(long, default_value_t = 0.5)]
+    pub min_valid: f32,
+    /// Chips per encoder batch.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
+    /// Scenes read at the same time.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub readers: u32,
+    /// Storage type of the region features (new index: f16).
+    #[arg(long, value_enum)]
+    pub nodes_dtype: Option<crate::storage::NodesDtype>,
+    /// Also compare content hashes (sha256) to decide whether a scene changed.
+    #[arg(long)]
+    pub verify: bool,
+    /// The index was built with another model: delete it and start a new one with this model.
+    #[arg(long)]
+    pub new_model: bool,
+    /// Take only shard I of N (0-based) of the scene list, e.g. 3/8: N workers can index into
+    /// one directory side by side (Kubernetes indexed Job, Slurm array).
+    #[arg(long, value_parser = crate::index::parse_shard)]
+    pub shard: Option<(usize, usize)>,
+    /// Print the end-of-run summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+fn parse_scale(text: &str) -> Result<(f64, f64), String> {
+    let (a, b) = text.split_once(',').ok_or_else(|| format!("'{text}' is not MIN,MAX"))?;
+    let (lo, hi): (f64, f64) = (
+        a.trim().parse().map_err(|_| format!("'{a}' is not a number"))?,
+        b.trim().parse().map_err(|_| format!("'{b}' is not a number"))?,
+    );
+    if !(hi > lo) {
+        return Err(format!("--scale {lo},{hi}: MAX must be greater than MIN"));
+    }
+    Ok((lo, hi))
 }
 
 /// Arguments of `acf-index eval`.

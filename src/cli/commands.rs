@@ -14,19 +14,22 @@ use crate::device::device_name;
 use crate::model::model_dir::{self, ModelDir};
 use crate::model::{AcfModel, Config, InferenceOptions, Vocab, scoring};
 
-/// Runs one subcommand.
-pub fn dispatch(command: Command) -> Result<()> {
+/// Runs one subcommand; returns the exit code of a command that finished.
+pub fn dispatch(command: Command) -> Result<i32> {
+    use super::exit::OK;
     match command {
-        Command::Doctor { json } => doctor(json),
+        Command::Doctor { json } => doctor(json).map(|_| OK),
         Command::Model(ModelCommand::Init { config, vocab_from, out, seed, force }) => {
-            model_init(&config, &vocab_from, &out, seed, force)
+            model_init(&config, &vocab_from, &out, seed, force).map(|_| OK)
         }
-        Command::Model(ModelCommand::Info { model, json }) => model_info(&model, json),
-        Command::Rank { text, images, model, json } => rank(&text, &images, &model, json),
-        Command::Train(args) => super::train_cmd::train(args),
-        Command::Eval(args) => super::train_cmd::eval(args),
+        Command::Model(ModelCommand::Info { model, json }) => model_info(&model, json).map(|_| OK),
+        Command::Rank { text, images, model, json } => rank(&text, &images, &model, json).map(|_| OK),
+        Command::Train(args) => super::train_cmd::train(args).map(|_| OK),
+        Command::Eval(args) => super::train_cmd::eval(args).map(|_| OK),
+        Command::Index(args) => super::index_cmd::index(args),
+        Command::Info { index, json } => super::index_cmd::info(&index, json).map(|_| OK),
         Command::Bench(BenchCommand::Model { configs, device, min_seconds, json }) => {
-            bench(&configs, device.resolve()?, min_seconds, json)
+            bench(&configs, device.resolve()?, min_seconds, json).map(|_| OK)
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod index_cmd;
 mod train_cmd;
 
 pub use args::{Cli, Command, LogFormat};
@@ -15,13 +16,17 @@ pub mod exit {
     pub const FAILED: i32 = 1;
     /// Bad command-line usage (clap's own code).
     pub const USAGE: i32 = 2;
+    /// `index`: some scenes failed (each reported), the others were indexed.
+    pub const SOME_FAILED: i32 = 3;
+    /// Stopped by Ctrl-C / SIGTERM (nothing partial was published).
+    pub const INTERRUPTED: i32 = 130;
 }
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     init_logging(cli.log_format, cli.verbose, cli.quiet);
     match commands::dispatch(cli.command) {
-        Ok(()) => exit::OK,
+        Ok(code) => code,
         Err(err) => {
             tracing::debug!("{err:?}");
             eprintln!("error: {}", one_line(&err));

@@ -1,0 +1,110 @@
+//! `acf-index index` and `acf-index info`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::args::IndexArgs;
+use super::exit;
+
+/// Runs `index`; the exit code says whether every scene succeeded.
+#[cfg(feature = "gdal")]
+pub fn index(args: IndexArgs) -> Result<i32> {
+    use std::io::IsTerminal;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::index::{IndexOptions, Inputs};
+    use crate::raster::scene::ReadOptions;
+
+    if args.paths.is_empty() && args.from_list.is_none() {
+        anyhow::bail!("nothing to index: give scene files or folders, or --from-list FILE");
+    }
+    if !(0.0..=1.0).contains(&args.min_valid) {
+        anyhow::bail!("--min-valid {} is not between 0 and 1", args.min_valid);
+    }
+    let model = super::commands::load_model(&args.model)?;
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = interrupt.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(exit::INTERRUPTED);
+        }
+        eprintln!(
+            "\ninterrupt: stopping; scenes in flight are dropped, nothing partial is published (Ctrl-C again to abort)"
+        );
+    });
+    let opts = IndexOptions {
+        inputs: Inputs {
+            paths: args.paths,
+            from_list: args.from_list,
+            include: args.include,
+            exclude: args.exclude,
+            shard: args.shard,
+        },
+        out: args.out.clone(),
+        read: ReadOptions { bands: args.bands, scale: args.scale },
+        stride: args.stride as usize,
+        min_valid: args.min_valid,
+        batch: args.batch as usize,
+        readers: args.readers as usize,
+        nodes_dtype: args.nodes_dtype,
+        verify: args.verify,
+        new_model: args.new_model,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let summary = crate::index::run(&model, &opts, interrupt)
+        .with_context(|| format!("cannot index into {}", args.out.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "{} scenes: {} indexed, {} already indexed, {} failed; {} chips ({} under --min-valid) in {:.1} s, {:.1} chips/s on {}, peak RSS {}",
+            summary.scenes,
+            summary.indexed,
+            summary.skipped,
+            summary.failed,
+            summary.chips,
+            summary.chips_low_valid,
+            summary.seconds,
+            summary.chips_per_s,
+            summary.device,
+            summary.peak_rss_mib.map_or("-".into(), |m| format!("{m:.0} MiB")),
+        );
+    }
+    tracing::info!(
+        scenes = summary.scenes,
+        indexed = summary.indexed,
+        skipped = summary.skipped,
+        failed = summary.failed,
+        chips = summary.chips,
+        chips_low_valid = summary.chips_low_valid,
+        seconds = summary.seconds,
+        "index summary"
+    );
+    Ok(if summary.interrupted {
+        eprintln!("interrupted: rerun the same command to complete the index");
+        exit::INTERRUPTED
+    } else if summary.failed > 0 {
+        exit::SOME_FAILED
+    } else {
+        exit::OK
+    })
+}
+
+/// Without GDAL there is nothing to read scenes with.
+#[cfg(not(feature = "gdal"))]
+pub fn index(_args: IndexArgs) -> Result<i32> {
+    anyhow::bail!("this acf-index was built without GDAL (cargo feature `gdal`): it cannot read scenes")
+}
+
+/// Runs `info`.
+pub fn info(index: &Path, json: bool) -> Result<()> {
+    let info = crate::index::info::index_info(index)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        print!("{info}");
+    }
+    Ok(())
+}

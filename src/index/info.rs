@@ -1,0 +1,108 @@
+//! `acf-index info`: what an index holds (scenes, chips, model, bytes per chip, CRSs,
+//! failures), from its records and part files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::storage::{IndexDir, SceneStatus};
+
+/// Summary of an index directory.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexInfo {
+    pub path: String,
+    pub schema_version: u32,
+    pub model_name: String,
+    pub model_fingerprint: String,
+    pub nodes_dtype: String,
+    pub scenes_ok: usize,
+    pub scenes_failed: usize,
+    pub chips: u64,
+    pub chips_low_valid: u64,
+    pub part_files: usize,
+    pub bytes: u64,
+    pub bytes_per_chip: Option<f64>,
+    /// Chips per scene CRS ("none" without georeferencing).
+    pub crs: BTreeMap<String, u64>,
+    /// (scene, reason) of failed scenes.
+    pub failures: Vec<(String, String)>,
+}
+
+/// Reads the summary of the index at `root`.
+pub fn index_info(root: &Path) -> Result<IndexInfo> {
+    let (index, header) = IndexDir::open(root)?;
+    let mut info = IndexInfo {
+        path: root.display().to_string(),
+        schema_version: header.schema_version,
+        model_name: header.model_name,
+        model_fingerprint: header.model_fingerprint,
+        nodes_dtype: format!("{:?}", header.nodes_dtype).to_lowercase(),
+        scenes_ok: 0,
+        scenes_failed: 0,
+        chips: 0,
+        chips_low_valid: 0,
+        part_files: 0,
+        bytes: 0,
+        bytes_per_chip: None,
+        crs: BTreeMap::new(),
+        failures: Vec::new(),
+    };
+    for record in index.records()?.into_values() {
+        match record.status {
+            SceneStatus::Ok => {
+                info.scenes_ok += 1;
+                info.chips += record.chips;
+                info.chips_low_valid += record.chips_low_valid;
+                *info.crs.entry(record.crs.clone().unwrap_or_else(|| "none".into())).or_default() +=
+                    record.chips;
+                if let Some(part) = &record.part
+                    && let Ok(meta) = std::fs::metadata(index.root.join(part))
+                {
+                    info.part_files += 1;
+                    info.bytes += meta.len();
+                }
+            }
+            SceneStatus::Failed => {
+                info.scenes_failed += 1;
+                info.failures.push((record.path.clone(), record.error.clone().unwrap_or_default()));
+            }
+        }
+    }
+    info.bytes_per_chip = (info.chips > 0).then(|| info.bytes as f64 / info.chips as f64);
+    Ok(info)
+}
+
+impl std::fmt::Display for IndexInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "index        {}", self.path)?;
+        writeln!(
+            f,
+            "model        {} ({})",
+            self.model_name,
+            &self.model_fingerprint[..12.min(self.model_fingerprint.len())]
+        )?;
+        writeln!(f, "schema       {} (nodes {})", self.schema_version, self.nodes_dtype)?;
+        writeln!(f, "scenes       {} indexed, {} failed", self.scenes_ok, self.scenes_failed)?;
+        writeln!(
+            f,
+            "chips        {} ({} windows under --min-valid not encoded)",
+            self.chips, self.chips_low_valid
+        )?;
+        let per_chip = self.bytes_per_chip.map_or("-".to_string(), |b| format!("{:.1} KiB/chip", b / 1024.0));
+        writeln!(
+            f,
+            "size         {:.1} MiB in {} part files, {per_chip}",
+            self.bytes as f64 / 1048576.0,
+            self.part_files
+        )?;
+        for (crs, chips) in &self.crs {
+            writeln!(f, "crs          {crs}: {chips} chips")?;
+        }
+        for (scene, reason) in &self.failures {
+            writeln!(f, "failed       {scene}: {reason}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! Before the pipeline: lock the index, check or record its model, and sort the scenes into
+//! "already indexed" and "to do" by their fingerprints.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{AcfError, Result};
+use crate::model::model_dir::ModelDir;
+use crate::storage::{
+    IndexDir, IndexHeader, NodesDtype, SCHEMA_VERSION, SceneFingerprint, SceneRecord, SceneStatus,
+};
+
+/// Unix seconds now.
+pub fn now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Checks that the index was built with `model` (or starts a new one with `new_model`) and
+/// returns its header.
+pub fn check_model(
+    index: &IndexDir,
+    model: &ModelDir,
+    nodes_dtype: Option<NodesDtype>,
+    new_model: bool,
+) -> Result<IndexHeader> {
+    let fresh = || IndexHeader {
+        schema_version: SCHEMA_VERSION,
+        model_fingerprint: model.fingerprint.clone(),
+        model_name: model.model.config.name.clone(),
+        model_config: serde_json::to_value(&model.model.config).unwrap_or_default(),
+        nodes_dtype: nodes_dtype.unwrap_or(NodesDtype::F16),
+        created_by: format!("acf-index {}", env!("CARGO_PKG_VERSION")),
+        created_at: now_s(),
+    };
+    match index.header()? {
+        None => {
+            let header = fresh();
+            index.write_header(&header)?;
+            Ok(header)
+        }
+        Some(h) if h.model_fingerprint == model.fingerprint => {
+            if let Some(d) = nodes_dtype.filter(|&d| d != h.nodes_dtype) {
+                return Err(AcfError::Index {
+                    path: index.root.clone(),
+                    reason: format!(
+                        "the index stores nodes as {:?}, not {d:?}: drop --nodes-dtype or use another --out",
+                        h.nodes_dtype
+                    ),
+                });
+            }
+            Ok(h)
+        }
+        Some(h) if new_model => {
+            tracing::warn!(
+                "{}: --new-model: removing the index of model {} ({}) to start one for {} ({})",
+                index.root.display(),
+                h.model_name,
+                short(&h.model_fingerprint),
+                model.model.config.name,
+                model.short_fingerprint()
+            );
+            for record in index.records()?.into_values() {
+                for f in index.stale_files(&record.scene_id, None) {
+                    remove(&f)?;
+                }
+                remove(&index.record_path(&record.scene_id))?;
+            }
+            let header = fresh();
+            index.write_header(&header)?;
+            Ok(header)
+        }
+        Some(h) => Err(AcfError::Index {
+            path: index.root.clone(),
+            reason: format!(
+                "built with model {} ({}), this run uses {} ({}) from {}: pass --model with the index's model, or --new-model to start a new index here",
+                h.model_name,
+                short(&h.model_fingerprint),
+                model.model.config.name,
+                model.short_fingerprint(),
+                model.dir.display()
+            ),
+        }),
+    }
+}
+
+fn short(fp: &str) -> &str {
+    &fp[..12.min(fp.len())]
+}
+
+fn remove(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(AcfError::io(path, "cannot remove", e)),
+        _ => Ok(()),
+    }
+}
+
+/// The scene's fingerprint: size and mtime (local files through the OS, GDAL paths such as
+/// `/vsis3/…` through GDAL's VSI layer), plus a content hash with `verify`.
+pub fn fingerprint(path: &str, verify: bool) -> std::result::Result<SceneFingerprint, String> {
+    let (size, mtime_ns) = match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {
+            let mtime =
+                m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+            (m.len(), mtime as i128)
+        }
+        Ok(_) => return Err("not a file".into()),
+        Err(e) if path.starts_with("/vsi") => {
+            vsi_stat(path).ok_or_else(|| format!("cannot stat through GDAL ({e})"))?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let sha256 = if verify { Some(hash_file(path)?) } else { None };
+    Ok(SceneFingerprint { size, mtime_ns, sha256 })
+}
+
+fn vsi_stat(path: &str) -> Option<(u64, i128)> {
+    let c_path = std::ffi::CString::new(path).ok()?;
+    // SAFETY: on Linux GDAL's VSIStatBufL is the C library's `struct stat64` (opaque in the
+    // bindings), which VSIStatL fills; the path is a valid C string.
+    unsafe {
+        let mut stat: libc::stat64 = std::mem::zeroed();
+        let buf = (&mut stat as *mut libc::stat64).cast::<gdal_sys::VSIStatBufL>();
+        if gdal_sys::VSIStatL(c_path.as_ptr(), buf) != 0 {
+            return None;
+        }
+        Some((stat.st_size as u64, stat.st_mtime as i128 * 1_000_000_000))
+    }
+}
+
+fn hash_file(path: &str) -> std::result::Result<String, String> {
+    let mut file = std::fs::File::open(path).map_err(|e| format!("--verify: cannot read ({e})"))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| format!("--verify: cannot read ({e})"))?;
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// True when `record` says the scene is indexed with this content and its part is there.
+pub fn up_to_date(index: &IndexDir, record: &SceneRecord, fp: &SceneFingerprint, verify: bool) -> bool {
+    record.status == SceneStatus::Ok
+        && record.fingerprint.same_as(fp, verify)
+        && record.part.as_ref().is_none_or(|p| index.root.join(p).is_file())
+}

@@ -1,0 +1,107 @@
+//! Chip footprints: the window's outline in the scene CRS (from the geotransform), densified
+//! along each edge and transformed to OGC:CRS84 (longitude, latitude) with GDAL/OGR, as a
+//! WKB polygon (written by OGR) plus its bounding box.
+
+use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
+use gdal::vector::{Geometry, OGRwkbGeometryType};
+
+use super::tiling::Window;
+use crate::storage::Footprint;
+
+/// Points per window edge: enough that a projected square's curved image in CRS84 is
+/// followed to well under a pixel for chip-sized windows.
+pub const EDGE_SEGMENTS: usize = 8;
+
+/// A scene's georeferencing: geotransform and the transformation to CRS84.
+pub struct Georef {
+    pub geo_transform: [f64; 6],
+    to_crs84: CoordTransform,
+}
+
+impl Georef {
+    /// Builds the transformation from `srs` (the scene's CRS) to CRS84.
+    pub fn new(geo_transform: [f64; 6], srs: &SpatialRef) -> gdal::errors::Result<Georef> {
+        let mut source = srs.clone();
+        source.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+        let mut target = SpatialRef::from_definition("OGC:CRS84")?;
+        target.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+        Ok(Georef { geo_transform, to_crs84: CoordTransform::new(&source, &target)? })
+    }
+
+    /// Scene CRS coordinates of pixel position (`px`, `py`) (pixel corners at integers).
+    pub fn pixel_to_scene(&self, px: f64, py: f64) -> (f64, f64) {
+        let g = &self.geo_transform;
+        (g[0] + px * g[1] + py * g[2], g[3] + px * g[4] + py * g[5])
+    }
+
+    /// The ring of a window: `EDGE_SEGMENTS` points per edge, clockwise from the top-left
+    /// corner in pixel space, closed.
+    pub fn window_ring(window: &Window) -> Vec<(f64, f64)> {
+        let (x0, y0) = (window.col as f64, window.row as f64);
+        let (x1, y1) = (x0 + window.width as f64, y0 + window.height as f64);
+        let n = EDGE_SEGMENTS;
+        let lerp = |a: f64, b: f64, i: usize| a + (b - a) * i as f64 / n as f64;
+        let mut ring = Vec::with_capacity(4 * n + 1);
+        ring.extend((0..n).map(|i| (lerp(x0, x1, i), y0)));
+        ring.extend((0..n).map(|i| (x1, lerp(y0, y1, i))));
+        ring.extend((0..n).map(|i| (lerp(x1, x0, i), y1)));
+        ring.extend((0..n).map(|i| (x0, lerp(y1, y0, i))));
+        ring.push((x0, y0));
+        ring
+    }
+
+    /// The window's footprint in CRS84; `Err` with GDAL's reason when a point cannot be
+    /// transformed.
+    pub fn footprint(&self, window: &Window) -> gdal::errors::Result<Footprint> {
+        let ring = Self::window_ring(window);
+        let (mut xs, mut ys): (Vec<f64>, Vec<f64>) =
+            ring.iter().map(|&(px, py)| self.pixel_to_scene(px, py)).unzip();
+        self.to_crs84.transform_coords(&mut xs, &mut ys, &mut [])?;
+        let mut linear_ring = Geometry::empty(OGRwkbGeometryType::wkbLinearRing)?;
+        let mut bbox = [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
+        for (&x, &y) in xs.iter().zip(&ys) {
+            linear_ring.add_point_2d((x, y));
+            bbox = [bbox[0].min(x), bbox[1].min(y), bbox[2].max(x), bbox[3].max(y)];
+        }
+        let mut polygon = Geometry::empty(OGRwkbGeometryType::wkbPolygon)?;
+        polygon.add_geometry(linear_ring)?;
+        Ok(Footprint { wkb: polygon.wkb()?, bbox })
+    }
+}
+
+/// The CRS as `AUTHORITY:CODE` when it has one, else its WKT.
+pub fn crs_name(srs: &SpatialRef) -> Option<String> {
+    match (srs.auth_name(), srs.auth_code()) {
+        (Some(name), Ok(code)) => Some(format!("{name}:{code}")),
+        _ => srs.to_wkt().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ring_walks_the_window_edges_and_closes() {
+        let ring = Georef::window_ring(&Window { col: 10, row: 20, width: 224, height: 100 });
+        assert_eq!(ring.len(), 4 * EDGE_SEGMENTS + 1);
+        assert_eq!(ring[0], (10.0, 20.0));
+        assert_eq!(ring[EDGE_SEGMENTS], (234.0, 20.0));
+        assert_eq!(ring[2 * EDGE_SEGMENTS], (234.0, 120.0));
+        assert_eq!(ring[3 * EDGE_SEGMENTS], (10.0, 120.0));
+        assert_eq!(ring.last(), ring.first());
+    }
+
+    #[test]
+    fn utm_corners_match_a_hand_checked_transformation() {
+        // EPSG:32618 easting 500000 on the equator is 75°W, 0°.
+        let srs = SpatialRef::from_epsg(32618).unwrap();
+        let georef = Georef::new([500_000.0, 30.0, 0.0, 0.0, 0.0, -30.0], &srs).unwrap();
+        let fp = georef.footprint(&Window { col: 0, row: 0, width: 224, height: 224 }).unwrap();
+        assert!((fp.bbox[0] - -75.0).abs() < 1e-9, "{:?}", fp.bbox);
+        assert!((fp.bbox[3] - 0.0).abs() < 1e-9, "{:?}", fp.bbox);
+        assert!(fp.bbox[2] > -75.0 && fp.bbox[2] < -74.9 && fp.bbox[1] < 0.0 && fp.bbox[1] > -0.1);
+        let polygon = Geometry::from_wkb(&fp.wkb).unwrap();
+        assert_eq!(polygon.geometry_name(), "POLYGON");
+    }
+}

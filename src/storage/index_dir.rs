@@ -1,0 +1,299 @@
+//! The index directory: `index.json` (which model, which schema), one JSON record per
+//! scene under `scenes/`, and the part files under `parts/`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::schema::{NodesDtype, SCHEMA_VERSION};
+use crate::error::{AcfError, Result};
+use crate::model::model_dir::sha256_hex;
+
+/// File and folder names inside an index directory.
+pub const INDEX_FILE: &str = "index.json";
+pub const SCENES_DIR: &str = "scenes";
+pub const PARTS_DIR: &str = "parts";
+
+/// `index.json`: fixed when the index is created.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndexHeader {
+    /// Chip-row schema version ([`SCHEMA_VERSION`] of the writer).
+    pub schema_version: u32,
+    /// sha256 of the model's weights; queries must use the same model.
+    pub model_fingerprint: String,
+    /// The model's config name (e.g. pvig-nano).
+    pub model_name: String,
+    /// The model's full config.json.
+    pub model_config: serde_json::Value,
+    pub nodes_dtype: NodesDtype,
+    /// acf-index version that created the index.
+    pub created_by: String,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// What identifies a scene's content.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SceneFingerprint {
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// sha256 of the content (with `--verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl SceneFingerprint {
+    /// Short text form stored in every chip row.
+    pub fn key(&self) -> String {
+        match &self.sha256 {
+            Some(h) => format!("{}:{}:{}", self.size, self.mtime_ns, &h[..16.min(h.len())]),
+            None => format!("{}:{}", self.size, self.mtime_ns),
+        }
+    }
+
+    /// Same scene content? Hashes are compared only when both sides have one.
+    pub fn same_as(&self, other: &SceneFingerprint, verify: bool) -> bool {
+        let stat_same = self.size == other.size && self.mtime_ns == other.mtime_ns;
+        match (verify, &self.sha256, &other.sha256) {
+            (true, Some(a), Some(b)) => a == b && self.size == other.size,
+            (true, _, _) => false,
+            (false, _, _) => stat_same,
+        }
+    }
+}
+
+/// Outcome of a scene's last indexing.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SceneStatus {
+    Ok,
+    Failed,
+}
+
+/// `scenes/<scene_id>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SceneRecord {
+    /// The scene as given (absolute local path or GDAL path).
+    pub path: String,
+    pub scene_id: String,
+    pub fingerprint: SceneFingerprint,
+    pub status: SceneStatus,
+    /// The part file (relative to the index), when chips were written.
+    pub part: Option<String>,
+    /// Chips written.
+    pub chips: u64,
+    /// Windows not encoded because their valid fraction was under `--min-valid`.
+    pub chips_low_valid: u64,
+    /// Scene size in pixels (width, height).
+    pub size: Option<(u64, u64)>,
+    pub crs: Option<String>,
+    /// Why the scene failed.
+    pub error: Option<String>,
+    /// Unix seconds.
+    pub indexed_at: u64,
+    pub seconds: f64,
+}
+
+/// A scene's stable id: the first 16 hex digits of sha256 of its path.
+pub fn scene_id(path: &str) -> String {
+    sha256_hex(path.as_bytes())[..16].to_string()
+}
+
+/// An index directory on disk.
+#[derive(Debug, Clone)]
+pub struct IndexDir {
+    pub root: PathBuf,
+}
+
+impl IndexDir {
+    /// Creates the folders (not `index.json`).
+    pub fn create(root: &Path) -> Result<IndexDir> {
+        for sub in [SCENES_DIR, PARTS_DIR] {
+            let d = root.join(sub);
+            std::fs::create_dir_all(&d).map_err(|e| AcfError::io(&d, "cannot create index folder", e))?;
+        }
+        Ok(IndexDir { root: root.to_path_buf() })
+    }
+
+    /// Opens an existing index for reading: it must have an `index.json` of a known schema.
+    pub fn open(root: &Path) -> Result<(IndexDir, IndexHeader)> {
+        if !root.is_dir() {
+            return Err(AcfError::Index {
+                path: root.to_path_buf(),
+                reason: "no such index directory".into(),
+            });
+        }
+        let dir = IndexDir { root: root.to_path_buf() };
+        let header = dir.header()?.ok_or_else(|| AcfError::Index {
+            path: root.to_path_buf(),
+            reason: format!("not an acf-index index ({INDEX_FILE} is missing)"),
+        })?;
+        Ok((dir, header))
+    }
+
+    /// `index.json`, if the index has one; refuses a newer schema.
+    pub fn header(&self) -> Result<Option<IndexHeader>> {
+        let path = self.root.join(INDEX_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(AcfError::io(&path, "cannot read", e)),
+        };
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| AcfError::Index { path: path.clone(), reason: format!("invalid JSON: {e}") })?;
+        let version = value.get("schema_version").and_then(|v| v.as_u64()).unwrap_or(0);
+        if version > SCHEMA_VERSION as u64 {
+            return Err(AcfError::Index {
+                path,
+                reason: format!(
+                    "written by a newer acf-index (schema {version}; this build reads up to {SCHEMA_VERSION}): upgrade acf-index"
+                ),
+            });
+        }
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| AcfError::Index { path, reason: format!("invalid index header: {e}") })
+    }
+
+    /// Writes `index.json` atomically.
+    pub fn write_header(&self, header: &IndexHeader) -> Result<()> {
+        let text =
+            serde_json::to_string_pretty(header).map_err(|e| AcfError::InvalidArgument(e.to_string()))?;
+        write_durable(&self.root.join(INDEX_FILE), text.as_bytes())
+    }
+
+    /// Path of a scene's record.
+    pub fn record_path(&self, scene_id: &str) -> PathBuf {
+        self.root.join(SCENES_DIR).join(format!("{scene_id}.json"))
+    }
+
+    /// A scene's record, if any (an unreadable record counts as none: the scene is redone).
+    pub fn record(&self, scene_id: &str) -> Option<SceneRecord> {
+        let text = std::fs::read_to_string(self.record_path(scene_id)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Replaces a scene's record atomically.
+    pub fn write_record(&self, record: &SceneRecord) -> Result<()> {
+        let text =
+            serde_json::to_string_pretty(record).map_err(|e| AcfError::InvalidArgument(e.to_string()))?;
+        write_durable(&self.record_path(&record.scene_id), text.as_bytes())
+    }
+
+    /// All scene records, by scene id.
+    pub fn records(&self) -> Result<BTreeMap<String, SceneRecord>> {
+        let dir = self.root.join(SCENES_DIR);
+        let mut out = BTreeMap::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(AcfError::io(&dir, "cannot list scene records", e)),
+        };
+        for entry in entries {
+            let path = entry.map_err(|e| AcfError::io(&dir, "cannot list scene records", e))?.path();
+            if path.extension().is_some_and(|x| x == "json") {
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| AcfError::io(&path, "cannot read", e))?;
+                let record: SceneRecord = serde_json::from_str(&text).map_err(|e| AcfError::Index {
+                    path: path.clone(),
+                    reason: format!("invalid scene record: {e}"),
+                })?;
+                out.insert(record.scene_id.clone(), record);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live part files (named by an ok record and present), with their records.
+    pub fn live_parts(&self) -> Result<Vec<(PathBuf, SceneRecord)>> {
+        let mut parts = Vec::new();
+        for record in self.records()?.into_values() {
+            if let (SceneStatus::Ok, Some(part)) = (record.status, &record.part) {
+                let path = self.root.join(part);
+                if path.is_file() {
+                    parts.push((path, record));
+                }
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Relative path of the part file for a scene content + model; deterministic so that a
+    /// rerun after a crash rewrites the same name instead of adding a duplicate.
+    pub fn part_name(scene_id: &str, fingerprint: &SceneFingerprint, model_fingerprint: &str) -> String {
+        let key = sha256_hex(format!("{}|{model_fingerprint}", fingerprint.key()).as_bytes());
+        format!("{PARTS_DIR}/{scene_id}-{}.parquet", &key[..12])
+    }
+
+    /// Part files (and temporary files) of `scene_id` other than `keep`: leftovers of a run
+    /// that died between publishing a part and recording it, or of an older version.
+    pub fn stale_files(&self, scene_id: &str, keep: Option<&str>) -> Vec<PathBuf> {
+        let dir = self.root.join(PARTS_DIR);
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+        let keep = keep.map(|k| self.root.join(k));
+        entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = name.strip_prefix('.').unwrap_or(&name);
+                name.starts_with(&format!("{scene_id}-")) && Some(p) != keep.as_ref()
+            })
+            .collect()
+    }
+}
+
+/// Writes a file by temp + fsync + rename, so a reader sees the old or the new content.
+pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp).map_err(|e| AcfError::io(&tmp, "cannot write", e))?;
+    file.write_all(bytes).map_err(|e| AcfError::io(&tmp, "cannot write", e))?;
+    file.sync_all().map_err(|e| AcfError::io(&tmp, "cannot sync", e))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(|e| AcfError::io(path, "cannot publish (rename)", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(size: u64, sha: Option<&str>) -> SceneFingerprint {
+        SceneFingerprint { size, mtime_ns: 7, sha256: sha.map(String::from) }
+    }
+
+    #[test]
+    fn fingerprints_compare_stat_or_hash() {
+        assert!(fp(1, None).same_as(&fp(1, None), false));
+        assert!(!fp(1, None).same_as(&fp(2, None), false));
+        assert!(!fp(1, None).same_as(&fp(1, Some("ab")), true), "--verify needs a stored hash");
+        assert!(fp(1, Some("ab")).same_as(&fp(1, Some("ab")), true));
+        assert!(!fp(1, Some("ab")).same_as(&fp(1, Some("cd")), true));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_with_a_clear_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(INDEX_FILE), r#"{"schema_version": 99}"#).unwrap();
+        let err = IndexDir::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("newer acf-index"), "{err}");
+        let err = IndexDir::open(&dir.path().join("nope")).unwrap_err().to_string();
+        assert!(err.contains("no such index directory"), "{err}");
+    }
+
+    #[test]
+    fn stale_files_are_those_of_the_scene_except_the_live_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = IndexDir::create(dir.path()).unwrap();
+        for name in ["aaaa-1.parquet", "aaaa-2.parquet", ".aaaa-3.parquet.tmp", "bbbb-1.parquet"] {
+            std::fs::write(dir.path().join(PARTS_DIR).join(name), b"x").unwrap();
+        }
+        let mut stale = index.stale_files("aaaa", Some("parts/aaaa-1.parquet"));
+        stale.sort();
+        let names: Vec<_> =
+            stale.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, vec![".aaaa-3.parquet.tmp", "aaaa-2.parquet"]);
+    }
+}

@@ -1,0 +1,186 @@
+//! Writing one part file: rows stream into a hidden temporary file (row group by row group,
+//! so memory does not grow with the scene), and [`PartWriter::publish`] makes it visible
+//! under its final name by an atomic rename after an fsync.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::Arc;
+
+use arrow::datatypes::Schema;
+use std::path::{Path, PathBuf};
+
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use super::rows::ChipRow;
+use super::schema::{ChipSchema, SCHEMA_VERSION, geo_metadata};
+use crate::error::{AcfError, Result};
+
+/// Rows per row group: about 13 MB of Float16 nodes, small enough that a query reading a
+/// few selected chips touches little, large enough that the `global` column reads in bulk.
+pub const ROW_GROUP_ROWS: usize = 256;
+
+/// A part file being written.
+pub struct PartWriter {
+    schema: ChipSchema,
+    arrow_schema: Arc<Schema>,
+    tmp_path: PathBuf,
+    final_path: PathBuf,
+    writer: Option<ArrowWriter<File>>,
+    pending: Vec<ChipRow>,
+    rows: usize,
+}
+
+impl PartWriter {
+    /// Starts `final_path` as a hidden temporary file beside it. The file metadata holds
+    /// `geo` (GeoParquet 1.1; `bbox` = the footprints' extent when known) and `acf_index`
+    /// (JSON: model, config, tool version). Both go into the Arrow schema's metadata, which
+    /// is also written as Parquet key-value metadata, so pyarrow, GeoPandas and DuckDB all
+    /// see them.
+    pub fn create(
+        final_path: &Path,
+        schema: ChipSchema,
+        acf_metadata: &str,
+        bbox: Option<[f64; 4]>,
+    ) -> Result<PartWriter> {
+        let name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp_path = final_path.with_file_name(format!(".{name}.tmp"));
+        let file =
+            File::create(&tmp_path).map_err(|e| AcfError::io(&tmp_path, "cannot create part file", e))?;
+        let plain = |col: &[&str]| ColumnPath::new(col.iter().map(|s| s.to_string()).collect());
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_size(ROW_GROUP_ROWS)
+            .set_dictionary_enabled(false)
+            .set_column_dictionary_enabled(plain(&["scene"]), true)
+            .set_column_dictionary_enabled(plain(&["scene_fingerprint"]), true)
+            .set_column_dictionary_enabled(plain(&["crs"]), true)
+            // Min/max of 25,088 floats per row say nothing useful; keep statistics for the
+            // filter columns (bbox, window, valid_fraction, acquired).
+            .set_column_statistics_enabled(plain(&["nodes", "list", "item"]), EnabledStatistics::None)
+            .set_column_statistics_enabled(plain(&["global", "list", "item"]), EnabledStatistics::None)
+            .build();
+        let metadata = HashMap::from([
+            ("geo".to_string(), geo_metadata(bbox)),
+            ("acf_index".to_string(), acf_metadata.to_string()),
+            ("acf_index_schema_version".to_string(), SCHEMA_VERSION.to_string()),
+        ]);
+        let arrow_schema = Arc::new(schema.arrow_schema().as_ref().clone().with_metadata(metadata));
+        let writer = ArrowWriter::try_new(file, arrow_schema.clone(), Some(props))
+            .map_err(|e| parquet_error(&tmp_path, e))?;
+        Ok(PartWriter {
+            schema,
+            arrow_schema,
+            tmp_path,
+            final_path: final_path.to_path_buf(),
+            writer: Some(writer),
+            pending: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends one chip; full row groups go to disk at once.
+    pub fn push(&mut self, row: ChipRow) -> Result<()> {
+        self.pending.push(row);
+        self.rows += 1;
+        if self.pending.len() >= ROW_GROUP_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = self.schema.record_batch_with(self.arrow_schema.clone(), &self.pending)?;
+        self.pending.clear();
+        let writer = self.writer.as_mut().ok_or_else(|| closed(&self.tmp_path))?;
+        writer.write(&batch).map_err(|e| parquet_error(&self.tmp_path, e))?;
+        writer.flush().map_err(|e| parquet_error(&self.tmp_path, e))
+    }
+
+    /// Finishes the file (footer with the `geo` metadata), fsyncs it and renames it to its
+    /// final name. Returns the final path.
+    pub fn publish(mut self) -> Result<PathBuf> {
+        self.flush()?;
+        let writer = self.writer.take().ok_or_else(|| closed(&self.tmp_path))?;
+        let file = writer.into_inner().map_err(|e| parquet_error(&self.tmp_path, e))?;
+        file.sync_all().map_err(|e| AcfError::io(&self.tmp_path, "cannot sync part file", e))?;
+        drop(file);
+        std::fs::rename(&self.tmp_path, &self.final_path)
+            .map_err(|e| AcfError::io(&self.final_path, "cannot publish part file (rename)", e))?;
+        Ok(self.final_path.clone())
+    }
+
+    /// Deletes the temporary file (a scene that failed half-way leaves nothing behind).
+    pub fn abandon(mut self) {
+        self.writer = None;
+        let _ = std::fs::remove_file(&self.tmp_path);
+    }
+}
+
+impl Drop for PartWriter {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            self.writer = None;
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+fn closed(path: &Path) -> AcfError {
+    AcfError::Index { path: path.to_path_buf(), reason: "part file already closed".into() }
+}
+
+fn parquet_error(path: &Path, e: parquet::errors::ParquetError) -> AcfError {
+    AcfError::Index { path: path.to_path_buf(), reason: format!("cannot write Parquet: {e}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::rows::tests::row;
+    use crate::storage::schema::NodesDtype;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    #[test]
+    fn a_part_is_invisible_until_published_and_carries_geo_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.parquet");
+        let schema = ChipSchema { embed_dim: 4, regions: 2, nodes_dtype: NodesDtype::F16 };
+        let mut w = PartWriter::create(&path, schema, "{}", Some([0.0, 1.0, 2.0, 3.0])).unwrap();
+        for i in 0..300 {
+            w.push(row(i, 4, 2, i % 2 == 0)).unwrap();
+        }
+        assert!(!path.exists(), "visible before publish");
+        assert_eq!(w.publish().unwrap(), path);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.parquet")], "temporary file left behind");
+        let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+        let meta = reader.metadata();
+        assert_eq!(meta.file_metadata().num_rows(), 300);
+        assert_eq!(meta.num_row_groups(), 2);
+        let kv = meta.file_metadata().key_value_metadata().unwrap();
+        let geo = kv.iter().find(|k| k.key == "geo").and_then(|k| k.value.clone()).unwrap();
+        let geo: serde_json::Value = serde_json::from_str(&geo).unwrap();
+        assert_eq!(geo["columns"]["geometry"]["bbox"], serde_json::json!([0.0, 1.0, 2.0, 3.0]));
+    }
+
+    #[test]
+    fn an_abandoned_part_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = ChipSchema { embed_dim: 4, regions: 2, nodes_dtype: NodesDtype::F32 };
+        let mut w = PartWriter::create(&dir.path().join("b.parquet"), schema, "{}", None).unwrap();
+        w.push(row(0, 4, 2, true)).unwrap();
+        w.abandon();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,119 @@
+//! The Arrow/Parquet schema of a chip row and the GeoParquet 1.1 `geo` file metadata.
+//! The same schema is described for people in `schemas/README.md` and for machines in
+//! `schemas/chip-catalog.schema.json`; a test keeps the three in step.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
+use serde_json::json;
+
+/// Version of the chip-row schema; readers refuse indexes written with a newer one.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Storage type of the 49×512 region features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodesDtype {
+    /// IEEE half precision (default: half the size, ranking unchanged in our tests).
+    F16,
+    /// Single precision.
+    F32,
+}
+
+/// What fixes the shape of the feature columns: the model's dimensions and the node dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChipSchema {
+    /// Feature width D (`embed_dim` of the model config).
+    pub embed_dim: usize,
+    /// Region count k (`region_grid²`).
+    pub regions: usize,
+    /// Storage type of `nodes`.
+    pub nodes_dtype: NodesDtype,
+}
+
+impl ChipSchema {
+    /// The `bbox` covering struct (GeoParquet 1.1 "covering").
+    pub fn bbox_fields() -> Fields {
+        Fields::from(
+            ["xmin", "ymin", "xmax", "ymax"].map(|n| Field::new(n, DataType::Float64, false)).to_vec(),
+        )
+    }
+
+    /// The Arrow schema of one chip row.
+    pub fn arrow_schema(&self) -> Arc<Schema> {
+        let node_type = match self.nodes_dtype {
+            NodesDtype::F16 => DataType::Float16,
+            NodesDtype::F32 => DataType::Float32,
+        };
+        let list = |item: DataType, n: usize| {
+            DataType::FixedSizeList(Arc::new(Field::new("item", item, false)), n as i32)
+        };
+        Arc::new(Schema::new(vec![
+            Field::new("chip_id", DataType::Utf8, false),
+            Field::new("scene", DataType::Utf8, false),
+            Field::new("scene_fingerprint", DataType::Utf8, false),
+            Field::new("col", DataType::Int32, false),
+            Field::new("row", DataType::Int32, false),
+            Field::new("width", DataType::Int32, false),
+            Field::new("height", DataType::Int32, false),
+            Field::new("padded", DataType::Boolean, false),
+            Field::new("crs", DataType::Utf8, true),
+            Field::new("geometry", DataType::Binary, true),
+            Field::new("bbox", DataType::Struct(Self::bbox_fields()), true),
+            Field::new("valid_fraction", DataType::Float32, false),
+            Field::new("acquired", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+            Field::new("global", list(DataType::Float32, self.embed_dim), false),
+            Field::new("nodes", list(node_type, self.regions * self.embed_dim), false),
+        ]))
+    }
+}
+
+/// The GeoParquet 1.1 `geo` metadata for a file whose footprints span `bbox`
+/// (`[xmin, ymin, xmax, ymax]` in CRS84; `None` when no chip is georeferenced).
+///
+/// Written with serde_json rather than a GeoParquet crate: the geoarrow crates pin other
+/// arrow/parquet versions than ours, and the metadata is one small, fixed JSON object.
+pub fn geo_metadata(bbox: Option<[f64; 4]>) -> String {
+    let mut column = json!({
+        "encoding": "WKB",
+        "geometry_types": ["Polygon"],
+        "edges": "planar",
+        "covering": {"bbox": {
+            "xmin": ["bbox", "xmin"], "ymin": ["bbox", "ymin"],
+            "xmax": ["bbox", "xmax"], "ymax": ["bbox", "ymax"],
+        }},
+    });
+    if let Some(b) = bbox {
+        column["bbox"] = json!(b);
+    }
+    json!({"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": column}}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feature_columns_follow_the_model_dimensions() {
+        let s = ChipSchema { embed_dim: 8, regions: 4, nodes_dtype: NodesDtype::F16 }.arrow_schema();
+        let DataType::FixedSizeList(item, n) = s.field_with_name("nodes").unwrap().data_type() else {
+            panic!("nodes is not a fixed-size list");
+        };
+        assert_eq!((*n, item.data_type()), (32, &DataType::Float16));
+        let DataType::FixedSizeList(_, n) = s.field_with_name("global").unwrap().data_type() else {
+            panic!("global is not a fixed-size list");
+        };
+        assert_eq!(*n, 8);
+    }
+
+    #[test]
+    fn geo_metadata_declares_geoparquet_1_1_with_a_bbox_covering() {
+        let geo: serde_json::Value = serde_json::from_str(&geo_metadata(Some([1.0, 2.0, 3.0, 4.0]))).unwrap();
+        assert_eq!(geo["version"], "1.1.0");
+        assert_eq!(geo["primary_column"], "geometry");
+        assert_eq!(geo["columns"]["geometry"]["encoding"], "WKB");
+        assert_eq!(geo["columns"]["geometry"]["bbox"], json!([1.0, 2.0, 3.0, 4.0]));
+        assert_eq!(geo["columns"]["geometry"]["covering"]["bbox"]["xmax"], json!(["bbox", "xmax"]));
+        assert!(geo["columns"]["geometry"].get("crs").is_none(), "absent crs means OGC:CRS84");
+    }
+}
