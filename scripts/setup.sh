@@ -2,7 +2,8 @@
 # Installs whatever is missing for building acf-index on Debian 12, then builds it.
 # Idempotent: quick when everything is already there.
 #   - Debian packages: libgdal-dev (GDAL 3.6), gdal-bin (used by tests), pkg-config, a C/C++ compiler
-#   - .venv with PyPI torch==2.11.0 (libtorch for tch 0.24; the CUDA 13 build), linked as .venv/libtorch
+#   - .venv with PyPI torch==2.11.0 (libtorch for tch 0.24; the CUDA 13 build), linked as .venv/libtorch,
+#     plus pyarrow, shapely, geopandas and duckdb (tests read indexes with them; examples/ uses them)
 #   - cargo build (release unless ACF_SETUP_PROFILE=debug)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,10 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.spl
     say "installing torch==$TORCH_VERSION into .venv (about 70 s and 4.6 GB)"
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
+fi
+if ! .venv/bin/python -c "import pyarrow, shapely, geopandas, duckdb" >/dev/null 2>&1; then
+    say "installing pyarrow, shapely, geopandas, duckdb into .venv (readers used by tests and examples)"
+    .venv/bin/pip install -q --disable-pip-version-check pyarrow shapely geopandas duckdb
 fi
 torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 [ "$(readlink .venv/libtorch 2>/dev/null || true)" = "$torch_dir" ] || ln -sfn "$torch_dir" .venv/libtorch

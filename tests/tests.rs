@@ -4,6 +4,7 @@
 mod util;
 
 mod cli_doctor;
+mod cli_index;
 mod cli_model;
 mod cli_rank;
 mod cli_usage;

@@ -309,3 +309,25 @@ impl fmt::Display for Run {
         write!(f, "--- temp dir:\n{}", self.listing)
     }
 }
+
+/// The test GeoTIFF scenes (`tests/fixtures/geotiff`, see its README).
+pub fn geotiff(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/geotiff").join(name)
+}
+
+/// The python of the project's venv (pyarrow, shapely, geopandas: installed by scripts/setup.sh).
+pub fn python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
+}
+
+/// Reads an index with pyarrow + shapely (`tests/read_index.py`): `{"files": […], "rows": […]}`.
+pub fn read_index_externally(index: &Path) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_index.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(index)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup.sh): {e}", python().display()));
+    assert!(out.status.success(), "read_index.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    parse_json(&String::from_utf8_lossy(&out.stdout))
+}

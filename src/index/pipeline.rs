@@ -24,8 +24,8 @@ use tch::{Device, Kind, Tensor};
 use super::discover::{Inputs, discover};
 use super::prepare::{check_model, fingerprint, now_s, up_to_date};
 use crate::error::{AcfError, Result};
-use crate::model::InferenceOptions;
 use crate::model::model_dir::ModelDir;
+use crate::model::{InferenceOptions, InferencePrecision};
 use crate::raster::scene::{RawChip, ReadOptions, Scene, WindowData};
 use crate::raster::stretch::Stretch;
 use crate::raster::tiling::chip_windows;
@@ -386,8 +386,12 @@ fn encoder(
             let pixels =
                 Tensor::from_slice(&pixels).reshape([raws.len() as i64, 3, chip as i64, chip as i64]);
             let enc = encoder.get_or_insert_with(|| {
-                let probe = pixels.narrow(0, 0, pixels.size()[0].min(4));
-                model.model.inference_image_encoder(&InferenceOptions::default(), Some(&probe))
+                // Float32 always (BN folded): an index's features must not depend on which
+                // chips happened to form the first batch, as an automatic bf16 probe would.
+                model.model.inference_image_encoder(
+                    &InferenceOptions::with_precision(InferencePrecision::Float32),
+                    None,
+                )
             });
             let feats = enc.encode_pixels(&pixels);
             let to_vec = |t: &Tensor| -> Result<Vec<f32>> {

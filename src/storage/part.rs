@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -36,9 +37,7 @@ pub struct PartWriter {
 impl PartWriter {
     /// Starts `final_path` as a hidden temporary file beside it. The file metadata holds
     /// `geo` (GeoParquet 1.1; `bbox` = the footprints' extent when known) and `acf_index`
-    /// (JSON: model, config, tool version). Both go into the Arrow schema's metadata, which
-    /// is also written as Parquet key-value metadata, so pyarrow, GeoPandas and DuckDB all
-    /// see them.
+    /// (JSON: model, config, tool version).
     pub fn create(
         final_path: &Path,
         schema: ChipSchema,
@@ -61,7 +60,15 @@ impl PartWriter {
             // filter columns (bbox, window, valid_fraction, acquired).
             .set_column_statistics_enabled(plain(&["nodes", "list", "item"]), EnabledStatistics::None)
             .set_column_statistics_enabled(plain(&["global", "list", "item"]), EnabledStatistics::None)
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new("geo".to_string(), geo_metadata(bbox)),
+                KeyValue::new("acf_index".to_string(), acf_metadata.to_string()),
+                KeyValue::new("acf_index_schema_version".to_string(), SCHEMA_VERSION.to_string()),
+            ]))
             .build();
+        // The same entries in the Arrow schema's metadata: pyarrow (and so GeoPandas) takes
+        // schema metadata from the embedded Arrow schema, DuckDB and GDAL from the Parquet
+        // key-value metadata.
         let metadata = HashMap::from([
             ("geo".to_string(), geo_metadata(bbox)),
             ("acf_index".to_string(), acf_metadata.to_string()),

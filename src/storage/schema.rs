@@ -117,3 +117,36 @@ mod tests {
         assert!(geo["columns"]["geometry"].get("crs").is_none(), "absent crs means OGC:CRS84");
     }
 }
+
+#[cfg(test)]
+mod documented {
+    use super::*;
+
+    /// `schemas/chip-catalog.schema.json` lists every column of the default model's catalog
+    /// with its Arrow type and nullability, in order.
+    #[test]
+    fn the_documented_schema_is_the_written_schema() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/chip-catalog.schema.json");
+        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let documented: Vec<(String, String, bool)> = doc["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().into(),
+                    c["arrow_type"].as_str().unwrap().into(),
+                    c["nullable"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        let schema = ChipSchema { embed_dim: 512, regions: 49, nodes_dtype: NodesDtype::F16 }.arrow_schema();
+        let written: Vec<(String, String, bool)> = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().to_string(), f.is_nullable()))
+            .collect();
+        assert_eq!(documented, written);
+        assert_eq!(doc["schema_version"], SCHEMA_VERSION);
+    }
+}

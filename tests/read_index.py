@@ -1,0 +1,44 @@
+"""Reads an acf-index index with pyarrow and shapely (not acf-index's own code) and prints
+JSON for the Rust tests: the live part files' `geo` metadata and, per chip, its window,
+footprint ring, bbox, valid fraction and feature statistics."""
+import glob
+import json
+import math
+import os
+import sys
+
+import pyarrow.parquet as pq
+import shapely.wkb
+
+index = sys.argv[1]
+live = []
+for path in sorted(glob.glob(os.path.join(index, "scenes", "*.json"))):
+    record = json.load(open(path))
+    if record["status"] == "ok" and record.get("part"):
+        live.append(os.path.join(index, record["part"]))
+
+files, rows = [], []
+for part in live:
+    meta = pq.read_schema(part).metadata
+    geo = json.loads(meta[b"geo"])
+    table = pq.read_table(part)
+    files.append({"part": os.path.basename(part), "geo": geo, "rows": table.num_rows,
+                  "nodes_type": str(table.schema.field("nodes").type)})
+    for r in table.to_pylist():
+        ring = None
+        if r["geometry"] is not None:
+            poly = shapely.wkb.loads(r["geometry"])
+            assert poly.geom_type == "Polygon" and poly.is_valid, r["chip_id"]
+            ring = [list(c) for c in poly.exterior.coords]
+        nodes = r["nodes"]
+        rows.append({
+            "chip_id": r["chip_id"], "scene": r["scene"], "crs": r["crs"],
+            "window": [r["col"], r["row"], r["width"], r["height"]], "padded": r["padded"],
+            "valid_fraction": r["valid_fraction"], "bbox": r["bbox"], "ring": ring,
+            "acquired": None if r["acquired"] is None else r["acquired"].isoformat(),
+            "global_norm": math.sqrt(sum(x * x for x in r["global"])),
+            "global_head": r["global"][:8],
+            "nodes_len": len(nodes),
+            "node0_norm": math.sqrt(sum(x * x for x in nodes[:512])),
+        })
+json.dump({"files": files, "rows": rows}, sys.stdout)
