@@ -10,6 +10,7 @@ pub mod error;
 pub mod index;
 pub mod model;
 pub mod raster;
+pub mod search;
 pub mod storage;
 pub mod train;
 

@@ -81,6 +81,14 @@ pub enum Command {
     /// readable; rerunning completes it. Exit codes: 0 all scenes ok, 3 some scenes failed
     /// (each reported on one line), 1 nothing could run, 130 interrupted.
     Index(IndexArgs),
+    /// Search an index with text: the best-matching chips, ranked by the full ACF score.
+    ///
+    /// The query is tokenised with the model's vocabulary (unknown words are reported; a
+    /// query with no known word is an error). Stage 1 compares the query's global vector
+    /// with every chip's (reading only that column) and keeps --candidates chips; stage 2
+    /// reads their region features and ranks them by S (attention correction and filtering,
+    /// both directions, plus the global term). --exhaustive scores every chip with S.
+    Query(QueryArgs),
     /// Show what an index holds: scenes, chips, model, size per chip, CRSs, failures.
     Info {
         /// Index directory.
@@ -214,6 +222,58 @@ fn parse_scale(text: &str) -> Result<(f64, f64), String> {
     Ok((lo, hi))
 }
 
+/// Arguments of `acf-index query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The query, e.g. "tennis court near football field".
+    #[arg(required_unless_present = "queries")]
+    pub text: Option<String>,
+    /// Index directory (written by `acf-index index`).
+    #[arg(long, env = "ACF_INDEX")]
+    pub index: PathBuf,
+    /// A file with one query per line (blank lines and # comments skipped); the queries share
+    /// one scan of the index.
+    #[arg(long, conflicts_with = "text")]
+    pub queries: Option<PathBuf>,
+    /// Results per query.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub top_k: u32,
+    /// Chips kept by stage 1 (global similarity) for stage 2 (full score).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub candidates: u32,
+    /// Only chips whose footprint intersects MINX,MINY,MAXX,MAXY (CRS84 lon/lat).
+    #[arg(long, value_parser = crate::search::filters::parse_bbox, allow_hyphen_values = true)]
+    pub bbox: Option<[f64; 4]>,
+    /// Only chips of scenes whose path matches this glob (e.g. '*LC08*'); repeatable.
+    #[arg(long)]
+    pub scene: Vec<String>,
+    /// Only chips acquired at or after this time (2020-05-18 or RFC 3339).
+    #[arg(long, value_parser = parse_instant)]
+    pub since: Option<i64>,
+    /// Only chips acquired at or before this time.
+    #[arg(long, value_parser = parse_instant)]
+    pub until: Option<i64>,
+    /// Score every chip with S (slow on big indexes; for verification and small ones).
+    #[arg(long)]
+    pub exhaustive: bool,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = crate::search::output::Format::Table)]
+    pub format: crate::search::output::Format,
+    /// Also write a self-contained HTML page with a thumbnail of each hit cut from its scene.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Also write each hit's chip as a PNG into this folder.
+    #[arg(long)]
+    pub thumbnails: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+fn parse_instant(text: &str) -> Result<i64, String> {
+    crate::raster::timestamp::parse_time(text)
+        .ok_or_else(|| format!("'{text}' is not a date or time (use 2020-05-18 or 2020-05-18T12:00:00Z)"))
+}
+
 /// Arguments of `acf-index eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -288,6 +348,27 @@ pub enum ModelCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// End-to-end `index` chips/s and peak RSS on one scene, next to the encoder alone on
+    /// chips of that scene (same model, float32, batch). Run once per scene: peak RSS is the
+    /// process's.
+    Index {
+        /// The scene to index (into a temporary directory).
+        scene: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Chips per encoder batch.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Scenes read at the same time.
+        #[arg(long, default_value_t = 2)]
+        readers: usize,
+        /// Minimum seconds for the encoder-only measurement.
+        #[arg(long, default_value_t = 5.0)]
+        min_seconds: f64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Image encoder chips/s (batch 16 and 64), text captions/s, and scoring pairs/s for one
     /// caption against 10,000 stored chips, for each config on the chosen device.
     Model {

@@ -27,7 +27,11 @@ pub fn dispatch(command: Command) -> Result<i32> {
         Command::Train(args) => super::train_cmd::train(args).map(|_| OK),
         Command::Eval(args) => super::train_cmd::eval(args).map(|_| OK),
         Command::Index(args) => super::index_cmd::index(args),
+        Command::Query(args) => super::query_cmd::query(args).map(|_| OK),
         Command::Info { index, json } => super::index_cmd::info(&index, json).map(|_| OK),
+        Command::Bench(BenchCommand::Index { scene, model, batch, readers, min_seconds, json }) => {
+            super::index_cmd::bench_index(&scene, &model, batch, readers, min_seconds, json).map(|_| OK)
+        }
         Command::Bench(BenchCommand::Model { configs, device, min_seconds, json }) => {
             bench(&configs, device.resolve()?, min_seconds, json).map(|_| OK)
         }

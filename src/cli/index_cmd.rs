@@ -98,6 +98,66 @@ pub fn index(_args: IndexArgs) -> Result<i32> {
     anyhow::bail!("this acf-index was built without GDAL (cargo feature `gdal`): it cannot read scenes")
 }
 
+/// Runs `bench index` on one scene.
+#[cfg(feature = "gdal")]
+pub fn bench_index(
+    scene: &Path,
+    model: &super::args::ModelArgs,
+    batch: usize,
+    readers: usize,
+    min_seconds: f64,
+    json: bool,
+) -> Result<()> {
+    use crate::index::{IndexOptions, Inputs};
+    let model = super::commands::load_model(model)?;
+    let opts = IndexOptions {
+        inputs: Inputs::default(),
+        out: scene.to_path_buf(),
+        read: Default::default(),
+        stride: model.model.config.image.image_size as usize,
+        min_valid: 0.5,
+        batch: batch.max(1),
+        readers: readers.max(1),
+        nodes_dtype: None,
+        verify: false,
+        new_model: false,
+        progress: false,
+    };
+    let row = crate::index::bench::bench_index(&model, &scene.to_string_lossy(), &opts, min_seconds)?;
+    if json {
+        println!("{}", serde_json::to_string(&row)?);
+    } else {
+        println!(
+            "{} ({}x{}): {} chips, end-to-end {:.1} chips/s in {:.1} s, encoder only {:.1} chips/s ({:.0} %), peak RSS {} on {}, batch {}",
+            row.scene,
+            row.width,
+            row.height,
+            row.chips,
+            row.end_to_end_chips_per_s,
+            row.end_to_end_s,
+            row.encoder_only_chips_per_s,
+            100.0 * row.ratio,
+            row.peak_rss_mib.map_or("-".into(), |m| format!("{m:.0} MiB")),
+            row.device,
+            row.batch
+        );
+    }
+    Ok(())
+}
+
+/// Without GDAL there is nothing to read scenes with.
+#[cfg(not(feature = "gdal"))]
+pub fn bench_index(
+    _scene: &Path,
+    _model: &super::args::ModelArgs,
+    _batch: usize,
+    _readers: usize,
+    _min_seconds: f64,
+    _json: bool,
+) -> Result<()> {
+    anyhow::bail!("this acf-index was built without GDAL (cargo feature `gdal`): it cannot read scenes")
+}
+
 /// Runs `info`.
 pub fn info(index: &Path, json: bool) -> Result<()> {
     let info = crate::index::info::index_info(index)?;

@@ -4,6 +4,7 @@
 mod args;
 mod commands;
 mod index_cmd;
+mod query_cmd;
 mod train_cmd;
 
 pub use args::{Cli, Command, LogFormat};

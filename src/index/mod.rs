@@ -2,6 +2,8 @@
 //! crash-safely. [`discover`] decides which scenes, [`pipeline`] runs readers, the encoder and
 //! the writer concurrently, [`info`] summarises an existing index.
 
+#[cfg(feature = "gdal")]
+pub mod bench;
 pub mod discover;
 pub mod info;
 #[cfg(feature = "gdal")]

@@ -114,6 +114,7 @@ enum ToWriter {
 pub fn run(model: &ModelDir, opts: &IndexOptions, interrupt: Arc<AtomicBool>) -> Result<IndexSummary> {
     let started = Instant::now();
     crate::raster::scene::route_gdal_errors_to_log();
+    crate::raster::scene::bound_gdal_cache();
     let (scenes, warnings) = discover(&opts.inputs)?;
     for w in &warnings {
         tracing::warn!("{w}");
@@ -458,7 +459,7 @@ fn encoder(
 
 /// A raw window as the model's (3, chip, chip) 8-bit input: stretched when not 8-bit,
 /// invalid pixels black, padded at the right and bottom.
-fn to_model_chip(raw: &RawChip, stretch: Option<&[Stretch; 3]>, chip: usize) -> Vec<u8> {
+pub(crate) fn to_model_chip(raw: &RawChip, stretch: Option<&[Stretch; 3]>, chip: usize) -> Vec<u8> {
     let (w, h) = (raw.window.width, raw.window.height);
     let n = w * h;
     let mut out = vec![0u8; 3 * chip * chip];

@@ -4,6 +4,7 @@
 
 pub mod stretch;
 pub mod tiling;
+pub mod timestamp;
 
 #[cfg(feature = "gdal")]
 pub mod footprint;

@@ -281,44 +281,7 @@ fn acquisition_time(dataset: &Dataset) -> Option<i64> {
         dataset.metadata_item("ACQUISITIONDATETIME", ""),
         dataset.metadata_item("TIFFTAG_DATETIME", ""),
     ];
-    candidates.into_iter().flatten().find_map(|s| parse_time(&s))
-}
-
-/// Parses the date-time spellings found in raster metadata (TIFF `YYYY:MM:DD HH:MM:SS`,
-/// ISO 8601 with or without zone, a bare date) into microseconds since the epoch (UTC).
-pub fn parse_time(text: &str) -> Option<i64> {
-    use chrono::{DateTime, NaiveDate, NaiveDateTime};
-    let t = text.trim();
-    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
-        return Some(dt.timestamp_micros());
-    }
-    for format in
-        ["%Y:%m:%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.fZ"]
-    {
-        if let Ok(dt) = NaiveDateTime::parse_from_str(t, format) {
-            return Some(dt.and_utc().timestamp_micros());
-        }
-    }
-    NaiveDate::parse_from_str(t, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|dt| dt.and_utc().timestamp_micros())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metadata_times_in_the_usual_spellings() {
-        let t = 1_589_803_200_000_000; // 2020-05-18T12:00:00Z
-        assert_eq!(parse_time("2020:05:18 12:00:00"), Some(t));
-        assert_eq!(parse_time("2020-05-18T12:00:00Z"), Some(t));
-        assert_eq!(parse_time("2020-05-18T14:00:00+02:00"), Some(t));
-        assert_eq!(parse_time("2020-05-18T12:00:00.000"), Some(t));
-        assert_eq!(parse_time("2020-05-18"), Some(t - 12 * 3600 * 1_000_000));
-        assert_eq!(parse_time("yesterday"), None);
-    }
+    candidates.into_iter().flatten().find_map(|s| super::timestamp::parse_time(&s))
 }
 
 /// Sends GDAL's own error messages to the debug log instead of stderr: the caller reports
@@ -328,4 +291,13 @@ pub fn route_gdal_errors_to_log() {
     ONCE.call_once(|| {
         gdal::config::set_error_handler(|class, code, msg| tracing::debug!("GDAL {class:?} {code}: {msg}"));
     });
+}
+
+/// Caps GDAL's block cache (default: 5 % of RAM) at 256 MiB unless GDAL_CACHEMAX is set:
+/// windows are read row by row, so the cache needs about one row of chips per scene being
+/// read, and a larger cache only makes memory grow with scene size.
+pub fn bound_gdal_cache() {
+    if std::env::var_os("GDAL_CACHEMAX").is_none() {
+        let _ = gdal::config::set_config_option("GDAL_CACHEMAX", "256");
+    }
 }

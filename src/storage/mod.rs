@@ -21,7 +21,7 @@ mod schema;
 
 pub use index_dir::{
     INDEX_FILE, IndexDir, IndexHeader, PARTS_DIR, SCENES_DIR, SceneFingerprint, SceneRecord, SceneStatus,
-    scene_id,
+    scene_id, write_durable,
 };
 pub use lock::WriterLock;
 pub use part::PartWriter;

@@ -1,0 +1,86 @@
+//! `acf-index query`.
+
+use std::io::Write;
+
+use anyhow::{Context, Result, bail};
+
+use super::args::QueryArgs;
+use crate::search::{Filters, QueryOptions, search};
+
+/// Runs `query`: prints results on stdout, optionally writes an HTML page and thumbnails.
+pub fn query(args: QueryArgs) -> Result<()> {
+    let queries: Vec<String> = match (&args.text, &args.queries) {
+        (Some(t), _) => vec![t.clone()],
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read --queries {}", file.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect(),
+        (None, None) => bail!("give a query text or --queries FILE"),
+    };
+    if queries.is_empty() {
+        bail!("no query in {}", args.queries.as_ref().map_or(String::new(), |p| p.display().to_string()));
+    }
+    let model = super::commands::load_model(&args.model)?;
+    let opts = QueryOptions {
+        top_k: args.top_k as usize,
+        candidates: args.candidates as usize,
+        filters: Filters {
+            bbox: args.bbox,
+            scenes: Filters::scene_globs(&args.scene)?,
+            since_us: args.since,
+            until_us: args.until,
+        },
+        exhaustive: args.exhaustive,
+    };
+    let results = search(&model, &args.index, &queries, &opts)?;
+    for r in &results {
+        if !r.unknown_words.is_empty() {
+            tracing::warn!(
+                "\"{}\": words not in the model's vocabulary (ignored): {}",
+                r.query,
+                r.unknown_words.join(", ")
+            );
+        }
+        tracing::info!(
+            query = %r.query,
+            chips = r.chips_scanned,
+            scored = r.scored,
+            stage1_ms = format!("{:.1}", r.stage1_ms),
+            stage2_ms = format!("{:.1}", r.stage2_ms),
+            "searched"
+        );
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    crate::search::output::write(&results, args.format, &mut out)?;
+    out.flush().ok();
+    let size = model.model.config.image.image_size as usize;
+    write_pictures(&results, &args, size)
+}
+
+#[cfg(feature = "gdal")]
+fn write_pictures(results: &[crate::search::QueryResult], args: &QueryArgs, size: usize) -> Result<()> {
+    if let Some(dir) = &args.thumbnails {
+        let files = crate::search::thumbnails::write_thumbnails(results, dir, size)?;
+        tracing::info!("wrote {} thumbnails into {}", files.len(), dir.display());
+    }
+    if let Some(path) = &args.html {
+        let page = crate::search::thumbnails::html_page(results, &args.index, size);
+        crate::storage::write_durable(path, page.as_bytes())?;
+        tracing::info!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "gdal"))]
+fn write_pictures(_results: &[crate::search::QueryResult], args: &QueryArgs, _size: usize) -> Result<()> {
+    if args.thumbnails.is_some() || args.html.is_some() {
+        bail!(
+            "--html and --thumbnails cut chips from scenes with GDAL: this build has no GDAL (cargo feature `gdal`)"
+        );
+    }
+    Ok(())
+}

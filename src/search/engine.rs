@@ -1,0 +1,303 @@
+//! Query orchestration: check the index against the model, encode the queries, run stage 1
+//! and stage 2 (or the exhaustive scan), and rank by S.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+use super::fetch::{StoredChip, read_rows};
+use super::filters::Filters;
+use super::scan::{Candidate, RowRef, TopN, scan};
+use crate::error::{AcfError, Result};
+use crate::model::features::{ImageFeatures, TextFeatures};
+use crate::model::model_dir::ModelDir;
+use crate::model::vig::l2_normalize;
+use crate::storage::{IndexDir, SceneStatus};
+
+/// How to search.
+#[derive(Debug, Clone)]
+pub struct QueryOptions {
+    /// Results per query.
+    pub top_k: usize,
+    /// Stage-1 candidates per query (N).
+    pub candidates: usize,
+    pub filters: Filters,
+    /// Score every chip with S instead of two stages.
+    pub exhaustive: bool,
+}
+
+/// One result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    pub rank: usize,
+    /// Full ACF score S.
+    pub score: f32,
+    /// Global cosine similarity (stage 1).
+    pub sim_g: f32,
+    pub chip_id: String,
+    pub scene: String,
+    /// Pixel window: col, row, width, height.
+    pub window: [i32; 4],
+    /// Centre of the footprint's bbox (lon, lat), when georeferenced.
+    pub center: Option<[f64; 2]>,
+    pub bbox: Option<[f64; 4]>,
+    #[serde(skip)]
+    pub geometry: Option<Vec<u8>>,
+    pub valid_fraction: f32,
+    pub acquired_us: Option<i64>,
+}
+
+/// Results of one query.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryResult {
+    pub query: String,
+    /// Query words the model does not know (ignored).
+    pub unknown_words: Vec<String>,
+    pub hits: Vec<Hit>,
+    /// Chips that passed the filters and were compared in stage 1 (all queries together).
+    pub chips_scanned: u64,
+    /// Chips scored with S for this query.
+    pub scored: usize,
+    pub stage1_ms: f64,
+    pub stage2_ms: f64,
+}
+
+/// Runs `queries` against the index at `root`.
+pub fn search(
+    model: &ModelDir,
+    root: &Path,
+    queries: &[String],
+    opts: &QueryOptions,
+) -> Result<Vec<QueryResult>> {
+    let (index, header) = IndexDir::open(root)?;
+    if header.model_fingerprint != model.fingerprint {
+        return Err(AcfError::Index {
+            path: root.to_path_buf(),
+            reason: format!(
+                "built with model {} ({}), the query model is {} ({}) from {}: pass --model with the index's model",
+                header.model_name,
+                &header.model_fingerprint[..12.min(header.model_fingerprint.len())],
+                model.model.config.name,
+                model.short_fingerprint(),
+                model.dir.display()
+            ),
+        });
+    }
+    let records = index.records()?;
+    let live = index.live_parts()?;
+    if live.is_empty() {
+        let failed = records.values().filter(|r| r.status == SceneStatus::Failed).count();
+        return Err(AcfError::Index {
+            path: root.to_path_buf(),
+            reason: format!(
+                "the index holds no chips ({} scene records, {failed} failed): run acf-index index first",
+                records.len()
+            ),
+        });
+    }
+    let files: Vec<PathBuf> =
+        live.into_iter().filter(|(_, r)| opts.filters.scene_ok(&r.path)).map(|(p, _)| p).collect();
+    let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
+    let (text_feats, encoded) = model.model.encode_captions(&texts)?;
+    let dim = model.model.config.embed_dim as usize;
+    let query_globals: Vec<f32> = Vec::<f32>::try_from(
+        text_feats.global.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]),
+    )?;
+    let file_refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let _guard = tch::no_grad_guard();
+
+    let mut results: Vec<QueryResult> = queries
+        .iter()
+        .zip(&encoded)
+        .map(|(q, e)| QueryResult {
+            query: q.clone(),
+            unknown_words: e.unknown.clone(),
+            hits: Vec::new(),
+            chips_scanned: 0,
+            scored: 0,
+            stage1_ms: 0.0,
+            stage2_ms: 0.0,
+        })
+        .collect();
+    if opts.exhaustive {
+        let start = Instant::now();
+        let ranked = exhaustive(model, &file_refs, &text_feats, &opts.filters, opts.top_k)?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        for (r, (hits, scored)) in results.iter_mut().zip(ranked) {
+            r.hits = hits;
+            r.scored = scored;
+            r.chips_scanned = scored as u64;
+            r.stage2_ms = ms;
+        }
+        return Ok(results);
+    }
+
+    let start = Instant::now();
+    let (tops, stats) = scan(&file_refs, &query_globals, dim, &opts.filters, opts.candidates.max(1))?;
+    let stage1_ms = start.elapsed().as_secs_f64() * 1e3;
+    let start = Instant::now();
+    let candidates: Vec<Vec<Candidate>> = tops.into_iter().map(TopN::into_sorted).collect();
+    let mut wanted: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+    for c in candidates.iter().flatten() {
+        wanted.entry(c.at.file).or_default().insert(c.at.row);
+    }
+    let mut chips: HashMap<RowRef, StoredChip> = HashMap::new();
+    for (file, rows) in wanted {
+        let rows: Vec<usize> = rows.into_iter().collect();
+        read_rows(file_refs[file], Some(&rows), 1024, |batch| {
+            for chip in batch {
+                chips.insert(RowRef { file, row: chip.row }, chip);
+            }
+            Ok(())
+        })?;
+    }
+    for (qi, (result, cands)) in results.iter_mut().zip(&candidates).enumerate() {
+        let stored: Vec<&StoredChip> = cands.iter().filter_map(|c| chips.get(&c.at)).collect();
+        let text = narrow_text(&text_feats, qi);
+        let scores = score_chips(model, &stored, &text)?;
+        result.hits = rank(&stored, &scores, opts.top_k);
+        result.scored = stored.len();
+        result.chips_scanned = stats.chips_scanned;
+        result.stage1_ms = stage1_ms;
+    }
+    let stage2_ms = start.elapsed().as_secs_f64() * 1e3;
+    for r in &mut results {
+        r.stage2_ms = stage2_ms;
+    }
+    Ok(results)
+}
+
+/// Query `i` of a batch of text features.
+fn narrow_text(t: &TextFeatures, i: usize) -> TextFeatures {
+    let i = i as i64;
+    TextFeatures {
+        words: t.words.narrow(0, i, 1),
+        mask: t.mask.narrow(0, i, 1),
+        global: t.global.narrow(0, i, 1),
+    }
+}
+
+/// Stored chips as image features on the model's device (rows renormalised: Float16
+/// storage leaves them within about 1e-3 of unit length).
+pub fn chip_features(model: &ModelDir, chips: &[&StoredChip]) -> Result<ImageFeatures> {
+    let d = model.model.config.embed_dim;
+    let k = model.model.config.image.region_grid.pow(2);
+    let n = chips.len() as i64;
+    for c in chips {
+        if c.nodes.len() as i64 != k * d || c.global.len() as i64 != d {
+            return Err(AcfError::InvalidArgument(format!(
+                "chip {}: stored features do not have the model's shape ({k}x{d})",
+                c.chip_id
+            )));
+        }
+    }
+    let nodes: Vec<f32> = chips.iter().flat_map(|c| c.nodes.iter().copied()).collect();
+    let global: Vec<f32> = chips.iter().flat_map(|c| c.global.iter().copied()).collect();
+    let device = model.model.device();
+    Ok(ImageFeatures {
+        regions: l2_normalize(&Tensor::from_slice(&nodes).view([n, k, d]).to_device(device), -1),
+        global: l2_normalize(&Tensor::from_slice(&global).view([n, d]).to_device(device), -1),
+    })
+}
+
+/// S and sim_g of `chips` against one query, in slices of 256 chips.
+fn score_chips(model: &ModelDir, chips: &[&StoredChip], text: &TextFeatures) -> Result<Vec<(f32, f32)>> {
+    let mut out = Vec::with_capacity(chips.len());
+    for slice in chips.chunks(256) {
+        let feats = chip_features(model, slice)?;
+        let s = model.model.score(&feats, text).to_device(tch::Device::Cpu).to_kind(Kind::Float).view([-1]);
+        let g = crate::model::scoring::global_similarity(&feats, text)
+            .to_device(tch::Device::Cpu)
+            .to_kind(Kind::Float)
+            .view([-1]);
+        let (s, g) = (Vec::<f32>::try_from(&s)?, Vec::<f32>::try_from(&g)?);
+        out.extend(s.into_iter().zip(g));
+    }
+    Ok(out)
+}
+
+/// The best `k` by S (ties: higher sim_g, then stage-1 order).
+fn rank(chips: &[&StoredChip], scores: &[(f32, f32)], k: usize) -> Vec<Hit> {
+    let mut order: Vec<usize> = (0..chips.len()).collect();
+    order.sort_by(|&a, &b| {
+        scores[b].0.total_cmp(&scores[a].0).then(scores[b].1.total_cmp(&scores[a].1)).then(a.cmp(&b))
+    });
+    order.into_iter().take(k).enumerate().map(|(rank, i)| hit(rank + 1, chips[i], scores[i])).collect()
+}
+
+fn hit(rank: usize, c: &StoredChip, (score, sim_g): (f32, f32)) -> Hit {
+    Hit {
+        rank,
+        score,
+        sim_g,
+        chip_id: c.chip_id.clone(),
+        scene: c.scene.clone(),
+        window: c.window,
+        center: c.bbox.map(|b| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0]),
+        bbox: c.bbox,
+        geometry: c.geometry.clone(),
+        valid_fraction: c.valid_fraction,
+        acquired_us: c.acquired_us,
+    }
+}
+
+/// Every chip passing the filters, scored with S against every query; the top `k` per query
+/// and how many were scored.
+fn exhaustive(
+    model: &ModelDir,
+    files: &[&Path],
+    texts: &TextFeatures,
+    filters: &Filters,
+    k: usize,
+) -> Result<Vec<(Vec<Hit>, usize)>> {
+    let q = texts.len() as usize;
+    // Keep the best k per query by S; a hit list re-sorted per batch stays small.
+    let mut best: Vec<Vec<(StoredChip, (f32, f32), RowRef)>> = (0..q).map(|_| Vec::new()).collect();
+    let mut scored = 0usize;
+    for (fi, path) in files.iter().enumerate() {
+        read_rows(path, None, 256, |batch| {
+            let batch: Vec<StoredChip> = batch
+                .into_iter()
+                .filter(|c| filters.bbox_ok(c.bbox) && filters.time_ok(c.acquired_us))
+                .collect();
+            if batch.is_empty() {
+                return Ok(());
+            }
+            scored += batch.len();
+            let refs: Vec<&StoredChip> = batch.iter().collect();
+            let feats = chip_features(model, &refs)?;
+            let s = model
+                .model
+                .score(&feats, texts)
+                .to_device(tch::Device::Cpu)
+                .to_kind(Kind::Float)
+                .contiguous();
+            let g = crate::model::scoring::global_similarity(&feats, texts)
+                .to_device(tch::Device::Cpu)
+                .to_kind(Kind::Float)
+                .contiguous();
+            let (s, g) = (Vec::<f32>::try_from(s.view([-1]))?, Vec::<f32>::try_from(g.view([-1]))?);
+            for (qi, list) in best.iter_mut().enumerate() {
+                for (i, chip) in batch.iter().enumerate() {
+                    list.push((
+                        chip.clone(),
+                        (s[i * q + qi], g[i * q + qi]),
+                        RowRef { file: fi, row: chip.row },
+                    ));
+                }
+                list.sort_by(|a, b| {
+                    b.1.0.total_cmp(&a.1.0).then(b.1.1.total_cmp(&a.1.1)).then(a.2.cmp(&b.2))
+                });
+                list.truncate(k);
+            }
+            Ok(())
+        })?;
+    }
+    Ok(best
+        .into_iter()
+        .map(|list| (list.iter().enumerate().map(|(r, (c, sc, _))| hit(r + 1, c, *sc)).collect(), scored))
+        .collect())
+}

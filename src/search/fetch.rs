@@ -1,0 +1,181 @@
+//! Stage 2 reads: the chips picked by stage 1 (or every chip, for `--exhaustive`), with
+//! their region features, using a Parquet row selection so that only the pages holding the
+//! selected rows are read.
+
+use std::ops::Range;
+use std::path::Path;
+
+use arrow::array::{
+    Array, AsArray, BinaryArray, FixedSizeListArray, Float16Array, Float32Array, Int32Array, RecordBatch,
+    StringArray,
+};
+use arrow::datatypes::{Float32Type, TimestampMicrosecondType};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection};
+
+use super::scan::bbox_at;
+use crate::error::{AcfError, Result};
+
+/// A stored chip with its features (nodes as float32).
+#[derive(Debug, Clone)]
+pub struct StoredChip {
+    pub row: usize,
+    pub chip_id: String,
+    pub scene: String,
+    pub window: [i32; 4],
+    pub bbox: Option<[f64; 4]>,
+    pub geometry: Option<Vec<u8>>,
+    pub valid_fraction: f32,
+    pub acquired_us: Option<i64>,
+    pub global: Vec<f32>,
+    pub nodes: Vec<f32>,
+}
+
+const COLUMNS: [&str; 12] = [
+    "chip_id",
+    "scene",
+    "col",
+    "row",
+    "width",
+    "height",
+    "geometry",
+    "bbox",
+    "valid_fraction",
+    "acquired",
+    "global",
+    "nodes",
+];
+
+/// Reads rows `rows` (sorted, unique) of a part file; `None` reads every row, calling
+/// `each` with batches of at most `batch` chips so memory stays bounded.
+pub fn read_rows(
+    path: &Path,
+    rows: Option<&[usize]>,
+    batch: usize,
+    mut each: impl FnMut(Vec<StoredChip>) -> Result<()>,
+) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| AcfError::io(path, "cannot open part file", e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+        file,
+        ArrowReaderOptions::new().with_page_index(true),
+    )
+    .map_err(|e| bad(path, e))?;
+    let meta = builder.metadata().clone();
+    let total = meta.file_metadata().num_rows() as usize;
+    let schema = meta.file_metadata().schema_descr();
+    let fields = schema.root_schema().get_fields();
+    let indices: Vec<usize> = COLUMNS
+        .iter()
+        .map(|name| {
+            fields.iter().position(|f| f.name() == *name).ok_or_else(|| AcfError::Index {
+                path: path.to_path_buf(),
+                reason: format!("no '{name}' column: not an acf-index part file"),
+            })
+        })
+        .collect::<Result<_>>()?;
+    let mask = ProjectionMask::roots(schema, indices);
+    let mut builder = builder.with_projection(mask).with_batch_size(batch.max(1));
+    let row_numbers: Vec<usize> = match rows {
+        Some(rows) => {
+            builder = builder
+                .with_row_selection(RowSelection::from_consecutive_ranges(ranges(rows).into_iter(), total));
+            rows.to_vec()
+        }
+        None => (0..total).collect(),
+    };
+    let reader = builder.build().map_err(|e| bad(path, e))?;
+    let mut next = 0usize;
+    for batch in reader {
+        let batch = batch
+            .map_err(|e| AcfError::Index { path: path.to_path_buf(), reason: format!("cannot read: {e}") })?;
+        let chips = decode(&batch, &row_numbers[next..next + batch.num_rows()], path)?;
+        next += batch.num_rows();
+        each(chips)?;
+    }
+    Ok(())
+}
+
+/// Sorted unique rows as consecutive ranges.
+fn ranges(rows: &[usize]) -> Vec<Range<usize>> {
+    let mut out: Vec<Range<usize>> = Vec::new();
+    for &r in rows {
+        match out.last_mut() {
+            Some(last) if last.end == r => last.end += 1,
+            _ => out.push(r..r + 1),
+        }
+    }
+    out
+}
+
+fn decode(batch: &RecordBatch, rows: &[usize], path: &Path) -> Result<Vec<StoredChip>> {
+    let wrong = |what: &str| AcfError::Index {
+        path: path.to_path_buf(),
+        reason: format!("column '{what}' has an unexpected type"),
+    };
+    let col = |name: &str| batch.column_by_name(name).ok_or_else(|| wrong(name));
+    let strings =
+        |name: &str| col(name)?.as_any().downcast_ref::<StringArray>().cloned().ok_or_else(|| wrong(name));
+    let ints =
+        |name: &str| col(name)?.as_any().downcast_ref::<Int32Array>().cloned().ok_or_else(|| wrong(name));
+    let (chip_id, scene) = (strings("chip_id")?, strings("scene")?);
+    let (c, r, w, h) = (ints("col")?, ints("row")?, ints("width")?, ints("height")?);
+    let geometry =
+        col("geometry")?.as_any().downcast_ref::<BinaryArray>().cloned().ok_or_else(|| wrong("geometry"))?;
+    let bbox = col("bbox")?.as_struct_opt().cloned().ok_or_else(|| wrong("bbox"))?;
+    let valid = col("valid_fraction")?
+        .as_primitive_opt::<Float32Type>()
+        .cloned()
+        .ok_or_else(|| wrong("valid_fraction"))?;
+    let acquired = col("acquired")?
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .cloned()
+        .ok_or_else(|| wrong("acquired"))?;
+    let global = col("global")?
+        .as_any()
+        .downcast_ref::<FixedSizeListArray>()
+        .cloned()
+        .ok_or_else(|| wrong("global"))?;
+    let nodes =
+        col("nodes")?.as_any().downcast_ref::<FixedSizeListArray>().cloned().ok_or_else(|| wrong("nodes"))?;
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let g = global.value(i);
+        let g = g.as_any().downcast_ref::<Float32Array>().ok_or_else(|| wrong("global"))?.values().to_vec();
+        let nv = nodes.value(i);
+        let nodes_f32: Vec<f32> = if let Some(h) = nv.as_any().downcast_ref::<Float16Array>() {
+            h.values().iter().map(|x| x.to_f32()).collect()
+        } else if let Some(f) = nv.as_any().downcast_ref::<Float32Array>() {
+            f.values().to_vec()
+        } else {
+            return Err(wrong("nodes"));
+        };
+        out.push(StoredChip {
+            row: rows[i],
+            chip_id: chip_id.value(i).to_string(),
+            scene: scene.value(i).to_string(),
+            window: [c.value(i), r.value(i), w.value(i), h.value(i)],
+            bbox: bbox_at(&bbox, i),
+            geometry: geometry.is_valid(i).then(|| geometry.value(i).to_vec()),
+            valid_fraction: valid.value(i),
+            acquired_us: acquired.is_valid(i).then(|| acquired.value(i)),
+            global: g,
+            nodes: nodes_f32,
+        });
+    }
+    Ok(out)
+}
+
+fn bad(path: &Path, e: parquet::errors::ParquetError) -> AcfError {
+    AcfError::Index { path: path.to_path_buf(), reason: format!("cannot read Parquet: {e}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_become_consecutive_ranges() {
+        assert_eq!(ranges(&[1, 2, 3, 7, 9, 10]), vec![1..4, 7..8, 9..11]);
+        assert!(ranges(&[]).is_empty());
+    }
+}

@@ -1,0 +1,17 @@
+//! `acf-index query`: two-stage ACF search over a chip catalog.
+//!
+//! Stage 1 ([`scan`]) streams only the `global` column (plus filter columns) of every live
+//! part file, in parallel, and keeps the N chips with the highest `sim_g` per query. Stage 2
+//! ([`fetch`]) reads `nodes` for just those rows (a Parquet row selection) and [`engine`]
+//! ranks them by the full score S (correction, filtering, both directions, global term).
+
+pub mod engine;
+pub mod fetch;
+pub mod filters;
+pub mod output;
+pub mod scan;
+#[cfg(feature = "gdal")]
+pub mod thumbnails;
+
+pub use engine::{Hit, QueryOptions, QueryResult, search};
+pub use filters::Filters;

@@ -1,0 +1,121 @@
+//! Looking at hits: each hit's chip cut from its source scene with GDAL (same bands,
+//! stretch and nodata handling as indexing) as a PNG, and a self-contained HTML page that
+//! embeds them (data URIs) with score and location.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+
+use super::engine::QueryResult;
+use crate::error::{AcfError, Result};
+use crate::index::pipeline::to_model_chip;
+use crate::raster::scene::{ReadOptions, Scene};
+use crate::raster::tiling::Window;
+
+/// PNG bytes of a hit's window (`size`×`size`, padded like the model input).
+pub fn chip_png(scene: &str, window: [i32; 4], size: usize) -> Result<Vec<u8>> {
+    let s = Scene::open(scene, &ReadOptions::default())?;
+    let w = Window {
+        col: window[0] as usize,
+        row: window[1] as usize,
+        width: window[2] as usize,
+        height: window[3] as usize,
+    };
+    if w.col + w.width > s.width || w.row + w.height > s.height {
+        return Err(AcfError::Raster {
+            path: scene.into(),
+            reason: "the window is outside the scene (the scene changed since indexing?)".into(),
+        });
+    }
+    let raw = s.read(&w, size)?;
+    let chw = to_model_chip(&raw, s.stretch.as_ref(), size);
+    let plane = size * size;
+    let hwc: Vec<u8> = (0..plane).flat_map(|i| [chw[i], chw[plane + i], chw[2 * plane + i]]).collect();
+    let img = image::RgbImage::from_raw(size as u32, size as u32, hwc)
+        .ok_or_else(|| AcfError::InvalidArgument("thumbnail buffer size".into()))?;
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| AcfError::InvalidArgument(format!("cannot encode PNG: {e}")))?;
+    Ok(png)
+}
+
+/// Writes `DIR/<query#>-<rank>-<chip_id>.png` for every hit; returns the files written.
+/// A hit whose scene cannot be read any more is reported and skipped.
+pub fn write_thumbnails(results: &[QueryResult], dir: &Path, size: usize) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| AcfError::io(dir, "cannot create thumbnail folder", e))?;
+    let mut written = Vec::new();
+    for (qi, r) in results.iter().enumerate() {
+        for h in &r.hits {
+            match chip_png(&h.scene, h.window, size) {
+                Ok(png) => {
+                    let path = dir.join(format!("q{}-{:03}-{}.png", qi + 1, h.rank, h.chip_id));
+                    std::fs::write(&path, png)
+                        .map_err(|e| AcfError::io(&path, "cannot write thumbnail", e))?;
+                    written.push(path);
+                }
+                Err(e) => tracing::warn!("no thumbnail for {}: {e}", h.chip_id),
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// A self-contained HTML page of the results: every thumbnail is embedded as a data URI,
+/// so the page references no other file.
+pub fn html_page(results: &[QueryResult], index: &Path, size: usize) -> String {
+    let mut body = String::new();
+    for r in results {
+        body.push_str(&format!("<h2>{}</h2>\n", escape(&r.query)));
+        if !r.unknown_words.is_empty() {
+            body.push_str(&format!(
+                "<p class=note>unknown words ignored: {}</p>\n",
+                escape(&r.unknown_words.join(", "))
+            ));
+        }
+        body.push_str(&format!(
+            "<p class=note>{} chips compared, {} scored with S, stage 1 {:.0} ms, stage 2 {:.0} ms</p>\n<div class=grid>\n",
+            r.chips_scanned, r.scored, r.stage1_ms, r.stage2_ms
+        ));
+        for h in &r.hits {
+            let img = match chip_png(&h.scene, h.window, size) {
+                Ok(png) => format!(
+                    "<img alt=\"{}\" src=\"data:image/png;base64,{}\">",
+                    escape(&h.chip_id),
+                    base64::engine::general_purpose::STANDARD.encode(png)
+                ),
+                Err(e) => format!("<div class=missing>no thumbnail: {}</div>", escape(&e.to_string())),
+            };
+            let place =
+                h.center.map_or("not georeferenced".to_string(), |c| format!("{:.5}, {:.5}", c[1], c[0]));
+            body.push_str(&format!(
+                "<figure>{img}<figcaption><b>#{}</b> S {:.4} · sim<sub>g</sub> {:.4}<br>{}<br>window {},{} {}×{}<br>lat, lon {place}</figcaption></figure>\n",
+                h.rank,
+                h.score,
+                h.sim_g,
+                escape(&file_name(&h.scene)),
+                h.window[0],
+                h.window[1],
+                h.window[2],
+                h.window[3],
+            ));
+        }
+        body.push_str("</div>\n");
+    }
+    format!(
+        "<!doctype html>\n<html><head><meta charset=utf-8><title>acf-index: {}</title>\n<style>\
+body{{font-family:sans-serif;margin:1.5em;background:#fafafa}}.grid{{display:flex;flex-wrap:wrap;gap:12px}}\
+figure{{margin:0;background:#fff;padding:6px;border:1px solid #ddd;width:{size}px}}img{{width:{size}px;height:{size}px;image-rendering:pixelated}}\
+figcaption{{font-size:12px;line-height:1.4}}.note{{color:#666;font-size:13px}}.missing{{width:{size}px;height:{size}px;background:#eee;font-size:12px}}\
+</style></head><body>\n<h1>acf-index results</h1><p class=note>index {}</p>\n{body}</body></html>\n",
+        escape(&results.iter().map(|r| r.query.as_str()).collect::<Vec<_>>().join(" | ")),
+        escape(&index.display().to_string()),
+    )
+}
+
+fn file_name(scene: &str) -> String {
+    Path::new(scene).file_name().map_or(scene.to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
