@@ -6,5 +6,6 @@ mod util;
 mod cli_doctor;
 mod cli_index;
 mod cli_model;
+mod cli_query;
 mod cli_rank;
 mod cli_usage;

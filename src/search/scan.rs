@@ -191,8 +191,11 @@ fn scan_file(
     for batch in reader {
         let batch = batch
             .map_err(|e| AcfError::Index { path: path.to_path_buf(), reason: format!("cannot read: {e}") })?;
-        let global =
-            batch.column(0).as_any().downcast_ref::<FixedSizeListArray>().ok_or_else(|| not_global(path))?;
+        // A projection keeps the file's column order, whatever order it was asked in.
+        let global = batch
+            .column_by_name("global")
+            .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
+            .ok_or_else(|| not_global(path))?;
         let values =
             global.values().as_any().downcast_ref::<Float32Array>().ok_or_else(|| not_global(path))?;
         if global.value_length() as usize != dim {
@@ -204,8 +207,10 @@ fn scan_file(
         let values = &values.values()[global.offset() * dim..];
         let (bbox, acquired) = if filters.needs_columns() {
             (
-                batch.column(1).as_struct_opt().cloned(),
-                Some(batch.column(2).as_primitive::<TimestampMicrosecondType>().clone()),
+                batch.column_by_name("bbox").and_then(|c| c.as_struct_opt().cloned()),
+                batch
+                    .column_by_name("acquired")
+                    .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>().cloned()),
             )
         } else {
             (None, None)
