@@ -348,6 +348,31 @@ pub enum ModelCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Query stage-1 and stage-2 times and peak RSS on synthetic indexes (real schema,
+    /// random unit vectors, Float16 nodes), cold and warm. The indexes are built once under
+    /// --dir (100,000 chips take about 5 GB) and reused.
+    Query {
+        /// Index sizes in chips.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        chips: Vec<usize>,
+        /// Where the synthetic indexes live.
+        #[arg(long, default_value = "target/bench-query")]
+        dir: PathBuf,
+        /// Stage-1 candidates (N).
+        #[arg(long, default_value_t = 1000)]
+        candidates: usize,
+        /// Warm runs (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        warm_runs: usize,
+        /// The query text.
+        #[arg(long, default_value = "tennis court near football field")]
+        query: String,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// End-to-end `index` chips/s and peak RSS on one scene, next to the encoder alone on
     /// chips of that scene (same model, float32, batch). Run once per scene: peak RSS is the
     /// process's.

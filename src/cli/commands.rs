@@ -29,6 +29,10 @@ pub fn dispatch(command: Command) -> Result<i32> {
         Command::Index(args) => super::index_cmd::index(args),
         Command::Query(args) => super::query_cmd::query(args).map(|_| OK),
         Command::Info { index, json } => super::index_cmd::info(&index, json).map(|_| OK),
+        Command::Bench(BenchCommand::Query { chips, dir, candidates, warm_runs, query, model, json }) => {
+            super::query_cmd::bench_query(&chips, &dir, candidates, warm_runs, &query, &model, json)
+                .map(|_| OK)
+        }
         Command::Bench(BenchCommand::Index { scene, model, batch, readers, min_seconds, json }) => {
             super::index_cmd::bench_index(&scene, &model, batch, readers, min_seconds, json).map(|_| OK)
         }

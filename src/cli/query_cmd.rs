@@ -23,6 +23,7 @@ pub fn query(args: QueryArgs) -> Result<()> {
     if queries.is_empty() {
         bail!("no query in {}", args.queries.as_ref().map_or(String::new(), |p| p.display().to_string()));
     }
+    crate::device::retain_freed_memory();
     let model = super::commands::load_model(&args.model)?;
     let opts = QueryOptions {
         top_k: args.top_k as usize,
@@ -81,6 +82,53 @@ fn write_pictures(_results: &[crate::search::QueryResult], args: &QueryArgs, _si
         bail!(
             "--html and --thumbnails cut chips from scenes with GDAL: this build has no GDAL (cargo feature `gdal`)"
         );
+    }
+    Ok(())
+}
+
+/// Runs `bench query`.
+pub fn bench_query(
+    chips: &[usize],
+    dir: &std::path::Path,
+    candidates: usize,
+    warm_runs: usize,
+    query: &str,
+    model: &super::args::ModelArgs,
+    json: bool,
+) -> Result<()> {
+    crate::device::retain_freed_memory();
+    let model = super::commands::load_model(model)?;
+    if !json {
+        println!(
+            "{:>8}  {:>10}  {:>5}  {:>10}  {:>10}  {:>10}  {:>9}",
+            "chips", "candidates", "cache", "stage1 ms", "stage2 ms", "total ms", "peak RSS"
+        );
+    }
+    for &n in chips {
+        let index_dir = dir.join(format!("synthetic-{n}"));
+        let start = std::time::Instant::now();
+        crate::search::bench::synthetic_index(&model, &index_dir, n)?;
+        tracing::info!(
+            "synthetic index of {n} chips ready in {:.1} s: {}",
+            start.elapsed().as_secs_f64(),
+            index_dir.display()
+        );
+        for row in crate::search::bench::bench_query(&model, &index_dir, n, query, candidates, warm_runs)? {
+            if json {
+                println!("{}", serde_json::to_string(&row)?);
+            } else {
+                println!(
+                    "{:>8}  {:>10}  {:>5}  {:>10.1}  {:>10.1}  {:>10.1}  {:>9}",
+                    row.chips,
+                    row.candidates,
+                    row.cache,
+                    row.stage1_ms,
+                    row.stage2_ms,
+                    row.total_ms,
+                    row.peak_rss_mib.map_or("-".into(), |m| format!("{m:.0} MiB"))
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -10,7 +10,8 @@ use std::time::Instant;
 use serde::Serialize;
 use tch::Tensor;
 
-use super::pipeline::{IndexOptions, peak_rss_mib, run, to_model_chip};
+use super::info::peak_rss_mib;
+use super::pipeline::{IndexOptions, run, to_model_chip};
 use crate::error::Result;
 use crate::model::model_dir::ModelDir;
 use crate::model::{InferenceOptions, InferencePrecision};

@@ -166,7 +166,7 @@ pub fn run(model: &ModelDir, opts: &IndexOptions, interrupt: Arc<AtomicBool>) ->
     summary.interrupted = interrupt.load(Ordering::SeqCst);
     summary.seconds = started.elapsed().as_secs_f64();
     summary.chips_per_s = summary.chips as f64 / summary.seconds.max(1e-9);
-    summary.peak_rss_mib = peak_rss_mib();
+    summary.peak_rss_mib = super::info::peak_rss_mib();
     Ok(summary)
 }
 
@@ -661,12 +661,4 @@ fn publish(
     };
     index.write_record(&record).map_err(|e| (e.to_string(), info))?;
     Ok(record)
-}
-
-/// Peak resident memory of this process (VmHWM), in MiB.
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }

@@ -6,8 +6,8 @@ use std::ops::Range;
 use std::path::Path;
 
 use arrow::array::{
-    Array, AsArray, BinaryArray, FixedSizeListArray, Float16Array, Float32Array, Int32Array, RecordBatch,
-    StringArray,
+    Array, AsArray, BinaryArray, FixedSizeBinaryArray, FixedSizeListArray, Float32Array, Int32Array,
+    RecordBatch, StringArray,
 };
 use arrow::datatypes::{Float32Type, TimestampMicrosecondType};
 use parquet::arrow::ProjectionMask;
@@ -15,6 +15,7 @@ use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderB
 
 use super::scan::bbox_at;
 use crate::error::{AcfError, Result};
+use crate::storage::NodesDtype;
 
 /// A stored chip with its features (nodes as float32).
 #[derive(Debug, Clone)]
@@ -28,7 +29,9 @@ pub struct StoredChip {
     pub valid_fraction: f32,
     pub acquired_us: Option<i64>,
     pub global: Vec<f32>,
-    pub nodes: Vec<f32>,
+    /// Region features as stored: k × D little-endian values of `nodes_dtype`.
+    pub nodes: Vec<u8>,
+    pub nodes_dtype: NodesDtype,
 }
 
 const COLUMNS: [&str; 12] = [
@@ -135,20 +138,27 @@ fn decode(batch: &RecordBatch, rows: &[usize], path: &Path) -> Result<Vec<Stored
         .downcast_ref::<FixedSizeListArray>()
         .cloned()
         .ok_or_else(|| wrong("global"))?;
-    let nodes =
-        col("nodes")?.as_any().downcast_ref::<FixedSizeListArray>().cloned().ok_or_else(|| wrong("nodes"))?;
+    let nodes = col("nodes")?
+        .as_any()
+        .downcast_ref::<FixedSizeBinaryArray>()
+        .cloned()
+        .ok_or_else(|| wrong("nodes"))?;
+    let schema = batch.schema();
+    let dtype = schema
+        .field_with_name("nodes")
+        .ok()
+        .and_then(|f| f.metadata().get("acf_index:dtype").cloned())
+        .ok_or_else(|| wrong("nodes (no acf_index:dtype)"))?;
+    let nodes_dtype = match dtype.as_str() {
+        "<f2" => NodesDtype::F16,
+        "<f4" => NodesDtype::F32,
+        _ => return Err(wrong("nodes (acf_index:dtype)")),
+    };
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let g = global.value(i);
         let g = g.as_any().downcast_ref::<Float32Array>().ok_or_else(|| wrong("global"))?.values().to_vec();
-        let nv = nodes.value(i);
-        let nodes_f32: Vec<f32> = if let Some(h) = nv.as_any().downcast_ref::<Float16Array>() {
-            h.values().iter().map(|x| x.to_f32()).collect()
-        } else if let Some(f) = nv.as_any().downcast_ref::<Float32Array>() {
-            f.values().to_vec()
-        } else {
-            return Err(wrong("nodes"));
-        };
+        let nodes_bytes = nodes.value(i).to_vec();
         out.push(StoredChip {
             row: rows[i],
             chip_id: chip_id.value(i).to_string(),
@@ -159,7 +169,8 @@ fn decode(batch: &RecordBatch, rows: &[usize], path: &Path) -> Result<Vec<Stored
             valid_fraction: valid.value(i),
             acquired_us: acquired.is_valid(i).then(|| acquired.value(i)),
             global: g,
-            nodes: nodes_f32,
+            nodes: nodes_bytes,
+            nodes_dtype,
         });
     }
     Ok(out)

@@ -5,9 +5,11 @@
 //! ([`fetch`]) reads `nodes` for just those rows (a Parquet row selection) and [`engine`]
 //! ranks them by the full score S (correction, filtering, both directions, global term).
 
+pub mod bench;
 pub mod engine;
 pub mod fetch;
 pub mod filters;
+pub mod global_column;
 pub mod output;
 pub mod scan;
 #[cfg(feature = "gdal")]

@@ -12,6 +12,7 @@ use arrow::datatypes::TimestampMicrosecondType;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::{ParquetMetaData, RowGroupMetaData};
+use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::statistics::Statistics;
 use rayon::prelude::*;
 
@@ -177,6 +178,12 @@ fn scan_file(
     if groups.is_empty() {
         return Ok((tops, stats));
     }
+    if !filters.needs_columns()
+        && let Some(fast) = scan_pages(file_index, path, &groups, &starts, queries, dim, n)
+    {
+        stats.chips_scanned = groups.iter().map(|&g| meta.row_group(g).num_rows() as u64).sum();
+        return Ok((fast, stats));
+    }
     let mask = ProjectionMask::roots(meta.file_metadata().schema_descr(), columns);
     let reader = builder
         .with_projection(mask)
@@ -242,6 +249,40 @@ fn scan_file(
         }
     }
     Ok((tops, stats))
+}
+
+/// Unfiltered scan through [`global_column`](super::global_column); `None` when the file
+/// does not allow it (then the Arrow reader does the scan).
+fn scan_pages(
+    file_index: usize,
+    path: &Path,
+    groups: &[usize],
+    starts: &[usize],
+    queries: &[f32],
+    dim: usize,
+    n: usize,
+) -> Option<Vec<TopN>> {
+    let reader = SerializedFileReader::new(File::open(path).ok()?).ok()?;
+    let column = reader
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == "global.list.item")?;
+    let q = queries.len() / dim.max(1);
+    let mut tops: Vec<TopN> = (0..q).map(|_| TopN::new(n)).collect();
+    for (&g, &start) in groups.iter().zip(starts) {
+        let values = super::global_column::read_row_group(&reader, g, column, dim)?;
+        for (i, v) in values.chunks_exact(dim).enumerate() {
+            for (qi, top) in tops.iter_mut().enumerate() {
+                let t = &queries[qi * dim..(qi + 1) * dim];
+                let sim: f32 = v.iter().zip(t).map(|(a, b)| a * b).sum();
+                top.push(Candidate { at: RowRef { file: file_index, row: start + i }, sim_g: sim });
+            }
+        }
+    }
+    Some(tops)
 }
 
 /// The `[xmin, ymin, xmax, ymax]` of row `i` of a `bbox` struct column (None when null).

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanArray, FixedSizeListArray, Float16Array, Float32Array, Float64Array,
-    Int32Array, RecordBatch, StringArray, StructArray, TimestampMicrosecondArray,
+    ArrayRef, BinaryBuilder, BooleanArray, FixedSizeBinaryArray, FixedSizeListArray, Float32Array,
+    Float64Array, Int32Array, RecordBatch, StringArray, StructArray, TimestampMicrosecondArray,
 };
-use arrow::buffer::NullBuffer;
+use arrow::buffer::{Buffer, NullBuffer};
 use arrow::datatypes::Field;
 use half::f16;
 
@@ -92,15 +92,17 @@ impl ChipSchema {
         let global_values =
             Float32Array::from(rows.iter().flat_map(|r| r.global.iter().copied()).collect::<Vec<_>>());
         let global = fixed_list(Arc::new(global_values), d)?;
-        let nodes_values: ArrayRef = match self.nodes_dtype {
-            NodesDtype::F32 => Arc::new(Float32Array::from(
-                rows.iter().flat_map(|r| r.nodes.iter().copied()).collect::<Vec<_>>(),
-            )),
-            NodesDtype::F16 => Arc::new(Float16Array::from(
-                rows.iter().flat_map(|r| r.nodes.iter().map(|&x| f16::from_f32(x))).collect::<Vec<_>>(),
-            )),
-        };
-        let nodes = fixed_list(nodes_values, k * d)?;
+        // Little-endian floats, one fixed-size binary value per chip (see `arrow_schema`).
+        let mut bytes = Vec::with_capacity(rows.len() * self.nodes_bytes());
+        for r in rows {
+            match self.nodes_dtype {
+                NodesDtype::F32 => r.nodes.iter().for_each(|x| bytes.extend_from_slice(&x.to_le_bytes())),
+                NodesDtype::F16 => {
+                    r.nodes.iter().for_each(|&x| bytes.extend_from_slice(&f16::from_f32(x).to_le_bytes()))
+                }
+            }
+        }
+        let nodes = FixedSizeBinaryArray::try_new(self.nodes_bytes() as i32, Buffer::from_vec(bytes), None)?;
         let columns: Vec<ArrayRef> = vec![
             strings(|r| &r.chip_id),
             strings(|r| &r.scene),
@@ -163,10 +165,10 @@ pub(crate) mod tests {
         assert!(batch.column_by_name("bbox").unwrap().is_valid(0));
         assert!(batch.column_by_name("bbox").unwrap().is_null(1));
         let nodes =
-            batch.column_by_name("nodes").unwrap().as_any().downcast_ref::<FixedSizeListArray>().unwrap();
-        let values = nodes.value(0);
-        let halves = values.as_any().downcast_ref::<Float16Array>().unwrap();
-        assert_eq!(halves.value(3).to_f32(), 1.5);
+            batch.column_by_name("nodes").unwrap().as_any().downcast_ref::<FixedSizeBinaryArray>().unwrap();
+        let value = nodes.value(0);
+        assert_eq!(value.len(), 2 * 4 * 2);
+        assert_eq!(f16::from_le_bytes([value[6], value[7]]).to_f32(), 1.5);
     }
 
     #[test]

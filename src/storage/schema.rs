@@ -31,7 +31,30 @@ pub struct ChipSchema {
     pub nodes_dtype: NodesDtype,
 }
 
+impl NodesDtype {
+    /// Bytes per value.
+    pub fn bytes(self) -> usize {
+        match self {
+            NodesDtype::F16 => 2,
+            NodesDtype::F32 => 4,
+        }
+    }
+
+    /// The numpy dtype string of the stored values (little-endian).
+    pub fn numpy(self) -> &'static str {
+        match self {
+            NodesDtype::F16 => "<f2",
+            NodesDtype::F32 => "<f4",
+        }
+    }
+}
+
 impl ChipSchema {
+    /// Bytes of one chip's `nodes` value: k × D little-endian floats, row-major.
+    pub fn nodes_bytes(&self) -> usize {
+        self.regions * self.embed_dim * self.nodes_dtype.bytes()
+    }
+
     /// The `bbox` covering struct (GeoParquet 1.1 "covering").
     pub fn bbox_fields() -> Fields {
         Fields::from(
@@ -41,10 +64,6 @@ impl ChipSchema {
 
     /// The Arrow schema of one chip row.
     pub fn arrow_schema(&self) -> Arc<Schema> {
-        let node_type = match self.nodes_dtype {
-            NodesDtype::F16 => DataType::Float16,
-            NodesDtype::F32 => DataType::Float32,
-        };
         let list = |item: DataType, n: usize| {
             DataType::FixedSizeList(Arc::new(Field::new("item", item, false)), n as i32)
         };
@@ -63,7 +82,12 @@ impl ChipSchema {
             Field::new("valid_fraction", DataType::Float32, false),
             Field::new("acquired", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
             Field::new("global", list(DataType::Float32, self.embed_dim), false),
-            Field::new("nodes", list(node_type, self.regions * self.embed_dim), false),
+            Field::new("nodes", DataType::FixedSizeBinary(self.nodes_bytes() as i32), false).with_metadata(
+                std::collections::HashMap::from([
+                    ("acf_index:dtype".to_string(), self.nodes_dtype.numpy().to_string()),
+                    ("acf_index:shape".to_string(), format!("{},{}", self.regions, self.embed_dim)),
+                ]),
+            ),
         ]))
     }
 }
@@ -96,10 +120,10 @@ mod tests {
     #[test]
     fn feature_columns_follow_the_model_dimensions() {
         let s = ChipSchema { embed_dim: 8, regions: 4, nodes_dtype: NodesDtype::F16 }.arrow_schema();
-        let DataType::FixedSizeList(item, n) = s.field_with_name("nodes").unwrap().data_type() else {
-            panic!("nodes is not a fixed-size list");
-        };
-        assert_eq!((*n, item.data_type()), (32, &DataType::Float16));
+        let nodes = s.field_with_name("nodes").unwrap();
+        assert_eq!(nodes.data_type(), &DataType::FixedSizeBinary(64));
+        assert_eq!(nodes.metadata()["acf_index:shape"], "4,8");
+        assert_eq!(nodes.metadata()["acf_index:dtype"], "<f2");
         let DataType::FixedSizeList(_, n) = s.field_with_name("global").unwrap().data_type() else {
             panic!("global is not a fixed-size list");
         };
