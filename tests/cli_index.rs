@@ -179,7 +179,9 @@ fn real_scenes_give_the_chip_grid_and_footprints_gdal_gives() {
         let geo = &f["geo"];
         assert_eq!(geo["version"], "1.1.0");
         assert_eq!(geo["columns"]["geometry"]["encoding"], "WKB");
-        assert_eq!(f["nodes_type"], "fixed_size_list<item: halffloat not null>[25088]");
+        assert_eq!(f["nodes_type"], "fixed_size_binary[50176]");
+        assert_eq!(f["nodes_dtype"], "<f2");
+        assert_eq!(f["nodes_shape"], serde_json::json!([49, 512]));
         let fb: Vec<f64> = geo["columns"]["geometry"]["bbox"]
             .as_array()
             .unwrap()
@@ -423,4 +425,54 @@ fn bad_arguments_are_explained() {
         .args(["--bands", "4,3,9"])
         .expect_code(EXIT_SOME_FAILED);
     run.stderr_has("--bands asks for band 9, the scene has 4");
+}
+
+#[test]
+fn a_one_band_scene_is_replicated_to_rgb_with_a_warning() {
+    let dir = Dir::new();
+    let out = dir.join("idx");
+    let scene = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/geotiff-1band/osbs-gray-1band-240x200.tif");
+    let run = index(&dir, &out, &[scene]).succeeds();
+    run.stderr_has("1 band(s): band 1 replicated to R, G and B");
+    let rows = read_index_externally(&out)["rows"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 2, "240x200: two windows, padded in height");
+    assert!(rows.iter().all(|r| r["padded"].as_bool().unwrap()));
+}
+
+#[test]
+fn a_scene_list_is_read_and_verify_compares_content() {
+    let dir = Dir::new();
+    let scene = dir.join("a.tif");
+    // Uncompressed, so that flipping a byte in the middle changes a pixel, not the format.
+    let ok = Command::new("gdal_translate")
+        .args(["-q", "-co", "COMPRESS=NONE"])
+        .arg(geotiff("OSBS_029.tif"))
+        .arg(&scene)
+        .status()
+        .expect("gdal_translate (gdal-bin) is needed");
+    assert!(ok.success());
+    std::fs::write(dir.join("list.txt"), format!("# nightly list\n{}\n\n", scene.display())).unwrap();
+    let out = dir.join("idx");
+    let list = |extra: &[&str]| {
+        let mut cmd = dir.command();
+        cmd.args(["index", "--device", "cpu", "--from-list", "list.txt", "--out"]).arg(&out).args(extra);
+        cmd
+    };
+    list(&["--verify"]).succeeds().stdout_has("1 scenes: 1 indexed");
+    list(&["--verify"]).succeeds().stdout_has("1 scenes: 0 indexed, 1 already indexed");
+    // Same size and mtime, other content: only --verify notices.
+    let meta = std::fs::metadata(&scene).unwrap();
+    let mut bytes = std::fs::read(&scene).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&scene, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&scene)
+        .unwrap()
+        .set_modified(meta.modified().unwrap())
+        .unwrap();
+    list(&[]).succeeds().stdout_has("0 indexed, 1 already indexed");
+    list(&["--verify"]).succeeds().stdout_has("1 scenes: 1 indexed");
 }

@@ -7,6 +7,7 @@ import math
 import os
 import sys
 
+import numpy as np
 import pyarrow.parquet as pq
 import shapely.wkb
 
@@ -22,15 +23,18 @@ for part in live:
     meta = pq.read_schema(part).metadata
     geo = json.loads(meta[b"geo"])
     table = pq.read_table(part)
+    nodes_field = table.schema.field("nodes")
+    dtype = nodes_field.metadata[b"acf_index:dtype"].decode()
+    shape = tuple(int(x) for x in nodes_field.metadata[b"acf_index:shape"].decode().split(","))
     files.append({"part": os.path.basename(part), "geo": geo, "rows": table.num_rows,
-                  "nodes_type": str(table.schema.field("nodes").type)})
+                  "nodes_type": str(nodes_field.type), "nodes_dtype": dtype, "nodes_shape": shape})
     for r in table.to_pylist():
         ring = None
         if r["geometry"] is not None:
             poly = shapely.wkb.loads(r["geometry"])
             assert poly.geom_type == "Polygon" and poly.is_valid, r["chip_id"]
             ring = [list(c) for c in poly.exterior.coords]
-        nodes = r["nodes"]
+        nodes = np.frombuffer(r["nodes"], dtype=dtype).reshape(shape).astype(np.float64)
         rows.append({
             "chip_id": r["chip_id"], "scene": r["scene"], "crs": r["crs"],
             "window": [r["col"], r["row"], r["width"], r["height"]], "padded": r["padded"],
@@ -38,7 +42,7 @@ for part in live:
             "acquired": None if r["acquired"] is None else r["acquired"].isoformat(),
             "global_norm": math.sqrt(sum(x * x for x in r["global"])),
             "global_head": r["global"][:8],
-            "nodes_len": len(nodes),
-            "node0_norm": math.sqrt(sum(x * x for x in nodes[:512])),
+            "nodes_len": int(nodes.size),
+            "node0_norm": float(np.sqrt((nodes[0] ** 2).sum())),
         })
 json.dump({"files": files, "rows": rows}, sys.stdout)
