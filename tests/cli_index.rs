@@ -219,14 +219,20 @@ fn a_rerun_skips_everything_and_a_changed_scene_is_replaced() {
     std::fs::copy(geotiff("OSBS_029.tif"), archive.join("a.tif")).unwrap();
     std::fs::copy(geotiff("rmnp-rgb.tif"), archive.join("b.tif")).unwrap();
     let out = dir.join("idx");
-    index(&dir, &out, &[archive.clone()]).succeeds().stdout_has("2 scenes: 2 indexed, 0 already indexed");
+    index(&dir, &out, std::slice::from_ref(&archive))
+        .succeeds()
+        .stdout_has("2 scenes: 2 indexed, 0 already indexed");
     let before = parts(&out);
-    index(&dir, &out, &[archive.clone()]).succeeds().stdout_has("2 scenes: 0 indexed, 2 already indexed");
+    index(&dir, &out, std::slice::from_ref(&archive))
+        .succeeds()
+        .stdout_has("2 scenes: 0 indexed, 2 already indexed");
     assert_eq!(parts(&out), before, "a rerun rewrote part files");
 
     // b.tif now holds another scene: its old rows disappear, the new ones appear.
     std::fs::copy(geotiff("cogeo.tif"), archive.join("b.tif")).unwrap();
-    index(&dir, &out, &[archive.clone()]).succeeds().stdout_has("2 scenes: 1 indexed, 1 already indexed");
+    index(&dir, &out, std::slice::from_ref(&archive))
+        .succeeds()
+        .stdout_has("2 scenes: 1 indexed, 1 already indexed");
     assert_eq!(parts(&out).len(), 2, "old part of b.tif left behind: {:?}", parts(&out));
     let rows = read_index_externally(&out)["rows"].as_array().unwrap().clone();
     let b_rows = rows.iter().filter(|r| r["scene"].as_str().unwrap().ends_with("b.tif")).count();

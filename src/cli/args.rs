@@ -216,7 +216,7 @@ fn parse_scale(text: &str) -> Result<(f64, f64), String> {
         a.trim().parse().map_err(|_| format!("'{a}' is not a number"))?,
         b.trim().parse().map_err(|_| format!("'{b}' is not a number"))?,
     );
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return Err(format!("--scale {lo},{hi}: MAX must be greater than MIN"));
     }
     Ok((lo, hi))

@@ -2,16 +2,19 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::args::IndexArgs;
-use super::exit;
 
 /// Runs `index`; the exit code says whether every scene succeeded.
 #[cfg(feature = "gdal")]
 pub fn index(args: IndexArgs) -> Result<i32> {
     use std::io::IsTerminal;
     use std::sync::Arc;
+
+    use anyhow::Context;
+
+    use super::exit;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use crate::index::{IndexOptions, Inputs};

@@ -266,6 +266,9 @@ fn hit(rank: usize, c: &StoredChip, (score, sim_g): (f32, f32)) -> Hit {
     }
 }
 
+/// A chip with its (S, sim_g) and place, while the exhaustive scan keeps the best.
+type Scored = (StoredChip, (f32, f32), RowRef);
+
 /// Every chip passing the filters, scored with S against every query; the top `k` per query
 /// and how many were scored.
 fn exhaustive(
@@ -277,7 +280,7 @@ fn exhaustive(
 ) -> Result<Vec<(Vec<Hit>, usize)>> {
     let q = texts.len() as usize;
     // Keep the best k per query by S; a hit list re-sorted per batch stays small.
-    let mut best: Vec<Vec<(StoredChip, (f32, f32), RowRef)>> = (0..q).map(|_| Vec::new()).collect();
+    let mut best: Vec<Vec<Scored>> = (0..q).map(|_| Vec::new()).collect();
     let mut scored = 0usize;
     for (fi, path) in files.iter().enumerate() {
         read_rows(path, None, 256, |batch| {

@@ -155,12 +155,12 @@ fn decode(batch: &RecordBatch, rows: &[usize], path: &Path) -> Result<Vec<Stored
         _ => return Err(wrong("nodes (acf_index:dtype)")),
     };
     let mut out = Vec::with_capacity(batch.num_rows());
-    for i in 0..batch.num_rows() {
+    for (i, &row) in rows.iter().enumerate().take(batch.num_rows()) {
         let g = global.value(i);
         let g = g.as_any().downcast_ref::<Float32Array>().ok_or_else(|| wrong("global"))?.values().to_vec();
         let nodes_bytes = nodes.value(i).to_vec();
         out.push(StoredChip {
-            row: rows[i],
+            row,
             chip_id: chip_id.value(i).to_string(),
             scene: scene.value(i).to_string(),
             window: [c.value(i), r.value(i), w.value(i), h.value(i)],
