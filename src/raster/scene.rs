@@ -293,11 +293,12 @@ pub fn route_gdal_errors_to_log() {
     });
 }
 
-/// Caps GDAL's block cache (default: 5 % of RAM) at 256 MiB unless GDAL_CACHEMAX is set:
+/// Caps GDAL's block cache (default: 5 % of RAM) at 64 MiB unless GDAL_CACHEMAX is set:
 /// windows are read row by row, so the cache needs about one row of chips per scene being
-/// read, and a larger cache only makes memory grow with scene size.
+/// read (a 10,980-pixel-wide 3-band UInt16 scene in 256×256 tiles: two tile rows, 33 MB),
+/// and a larger cache only makes memory grow with scene size.
 pub fn bound_gdal_cache() {
     if std::env::var_os("GDAL_CACHEMAX").is_none() {
-        let _ = gdal::config::set_config_option("GDAL_CACHEMAX", "256");
+        let _ = gdal::config::set_config_option("GDAL_CACHEMAX", "64");
     }
 }

@@ -99,6 +99,20 @@ pub struct ScanStats {
     pub row_groups_skipped: usize,
 }
 
+/// One empty top-N per query (`queries` holds Q vectors of `dim` floats).
+fn empty_tops(queries: &[f32], dim: usize, n: usize) -> Vec<TopN> {
+    (0..queries.len() / dim.max(1)).map(|_| TopN::new(n)).collect()
+}
+
+/// Offers the chip at `at`, global vector `global`, to every query's top-N.
+#[inline]
+fn offer(tops: &mut [TopN], queries: &[f32], global: &[f32], at: RowRef) {
+    for (top, query) in tops.iter_mut().zip(queries.chunks_exact(global.len())) {
+        let sim_g: f32 = global.iter().zip(query).map(|(a, b)| a * b).sum();
+        top.push(Candidate { at, sim_g });
+    }
+}
+
 /// Scans `files` for every query (`queries`: Q global text vectors of D floats, flattened)
 /// and returns the best `n` chips per query.
 pub fn scan(
@@ -108,10 +122,9 @@ pub fn scan(
     filters: &Filters,
     n: usize,
 ) -> Result<(Vec<TopN>, ScanStats)> {
-    let q = queries.len() / dim.max(1);
     let per_file: Vec<Result<(Vec<TopN>, ScanStats)>> =
         files.par_iter().enumerate().map(|(i, path)| scan_file(i, path, queries, dim, filters, n)).collect();
-    let mut tops: Vec<TopN> = (0..q).map(|_| TopN::new(n)).collect();
+    let mut tops = empty_tops(queries, dim, n);
     let mut stats = ScanStats::default();
     for r in per_file {
         let (file_tops, s) = r?;
@@ -151,8 +164,7 @@ fn scan_file(
     filters: &Filters,
     n: usize,
 ) -> Result<(Vec<TopN>, ScanStats)> {
-    let q = queries.len() / dim.max(1);
-    let mut tops: Vec<TopN> = (0..q).map(|_| TopN::new(n)).collect();
+    let mut tops = empty_tops(queries, dim, n);
     let mut stats = ScanStats::default();
     let builder = open(path)?;
     let meta = builder.metadata().clone();
@@ -240,12 +252,7 @@ fn scan_file(
                 continue;
             }
             stats.chips_scanned += 1;
-            let g = &values[i * dim..(i + 1) * dim];
-            for (qi, top) in tops.iter_mut().enumerate() {
-                let t = &queries[qi * dim..(qi + 1) * dim];
-                let sim: f32 = g.iter().zip(t).map(|(a, b)| a * b).sum();
-                top.push(Candidate { at: RowRef { file: file_index, row }, sim_g: sim });
-            }
+            offer(&mut tops, queries, &values[i * dim..(i + 1) * dim], RowRef { file: file_index, row });
         }
     }
     Ok((tops, stats))
@@ -270,16 +277,11 @@ fn scan_pages(
         .columns()
         .iter()
         .position(|c| c.path().string() == "global.list.item")?;
-    let q = queries.len() / dim.max(1);
-    let mut tops: Vec<TopN> = (0..q).map(|_| TopN::new(n)).collect();
+    let mut tops = empty_tops(queries, dim, n);
     for (&g, &start) in groups.iter().zip(starts) {
         let values = super::global_column::read_row_group(&reader, g, column, dim)?;
         for (i, v) in values.chunks_exact(dim).enumerate() {
-            for (qi, top) in tops.iter_mut().enumerate() {
-                let t = &queries[qi * dim..(qi + 1) * dim];
-                let sim: f32 = v.iter().zip(t).map(|(a, b)| a * b).sum();
-                top.push(Candidate { at: RowRef { file: file_index, row: start + i }, sim_g: sim });
-            }
+            offer(&mut tops, queries, v, RowRef { file: file_index, row: start + i });
         }
     }
     Some(tops)
