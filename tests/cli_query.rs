@@ -161,7 +161,7 @@ fn mismatched_models_missing_indexes_and_unknown_words_are_clear_errors() {
         .arg(&index)
         .arg("tennis court")
         .fails()
-        .error_has("built with model pvig-nano (8636")
+        .error_has(&format!("built with model pvig-nano ({}", &default_fingerprint()[..12]))
         .error_has("the query model is pvig-nano");
     dir.command()
         .args(["query", "--device", "cpu", "--index", "nope", "a river"])
@@ -232,6 +232,11 @@ fn many_queries_share_one_run() {
     assert!(lines[1].starts_with("a river,1,") && lines[3].starts_with("many buildings and green trees,1,"));
     let single = query(&dir, &index, "a river", &["--top-k", "2"]);
     assert!(lines[1].contains(single[0]["chip_id"].as_str().unwrap()), "batch and single query disagree");
+}
+
+/// sha256 of the default model's weights.
+fn default_fingerprint() -> String {
+    crate::util::sha256_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default/model.safetensors"))
 }
 
 /// Classes of the mosaic, one column each, rotated by one per row (5 of each).
