@@ -87,7 +87,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// All variables (trainable and buffers such as BatchNorm statistics) as float32 safetensors.
 fn serialize_weights(model: &AcfModel) -> Result<Vec<u8>> {
-    let vars: BTreeMap<String, Tensor> = model.var_store().variables().into_iter().collect();
+    let vars: BTreeMap<String, Tensor> =
+        model.var_store().variables().into_iter().filter(|(name, _)| !is_derived(name)).collect();
     let metadata = [
         ("format", "pt".to_string()),
         ("config", model.config.name.clone()),
@@ -168,13 +169,20 @@ pub fn safetensors_to_tensors(bytes: &[u8], path: &Path) -> Result<BTreeMap<Stri
 
 /// Copies every tensor of a safetensors file into the model, refusing any difference
 /// in names, shapes or dtype with a message that names it.
+/// Buffers computed from the config when the model is built (the ViG relative-position
+/// terms, 3.8 MB for pvig-nano): not stored in `model.safetensors`, and taken from the file
+/// when an older file has them.
+pub fn is_derived(name: &str) -> bool {
+    name.ends_with(".relative_pos")
+}
+
 fn fill_weights(model: &mut AcfModel, bytes: &[u8], path: &Path) -> Result<()> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| AcfError::Safetensors { path: path.to_path_buf(), reason: e.to_string() })?;
     let mismatch = |reason: String| AcfError::ModelMismatch { path: path.to_path_buf(), reason };
     let vars = model.var_store().variables();
     let vocab_words = model.vocab.len();
-    let mut missing: Vec<&String> = vars.keys().filter(|k| st.tensor(k).is_err()).collect();
+    let mut missing: Vec<&String> = vars.keys().filter(|k| !is_derived(k) && st.tensor(k).is_err()).collect();
     missing.sort();
     if let Some(first) = missing.first() {
         return Err(mismatch(format!(
@@ -192,7 +200,11 @@ fn fill_weights(model: &mut AcfModel, bytes: &[u8], path: &Path) -> Result<()> {
         )));
     }
     for (name, mut var) in vars {
-        let view = st.tensor(&name).map_err(|e| mismatch(format!("{name}: {e}")))?;
+        let view = match st.tensor(&name) {
+            Ok(view) => view,
+            Err(_) if is_derived(&name) => continue,
+            Err(e) => return Err(mismatch(format!("{name}: {e}"))),
+        };
         let expected: Vec<i64> = var.size();
         let found: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         if expected != found {
@@ -232,6 +244,16 @@ mod tests {
         assert_eq!(loaded.fingerprint, fp);
         let card = std::fs::read_to_string(dir.path().join(CARD_FILE)).unwrap();
         assert!(card.contains(&fp));
+        // The relative-position buffers are recomputed from the config, not stored.
+        let bytes = std::fs::read(dir.path().join(WEIGHTS_FILE)).unwrap();
+        let names = SafeTensors::deserialize(&bytes)
+            .unwrap()
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        assert!(!names.iter().any(|n| is_derived(n)), "derived buffers stored");
+        assert!(model.var_store().variables().keys().any(|n| is_derived(n)), "the model has none to derive");
 
         let pixels = Tensor::randint(256, [2, 3, 224, 224], (Kind::Uint8, Device::Cpu));
         let a = tch::no_grad(|| model.encode_pixels(&pixels, false));
