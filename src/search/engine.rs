@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
-use super::fetch::{StoredChip, read_rows};
+use super::fetch::{StoredChip, read_features, read_rows};
 use super::filters::Filters;
 use super::scan::{Candidate, RowRef, TopN, scan};
 use crate::error::{AcfError, Result};
@@ -146,32 +146,32 @@ pub fn search(
         wanted.entry(c.at.file).or_default().insert(c.at.row);
     }
     // Files are read in parallel; each read touches only the pages of its selected rows.
-    let wanted: Vec<(usize, Vec<usize>)> =
-        wanted.into_iter().map(|(f, rows)| (f, rows.into_iter().collect())).collect();
-    let per_file: Vec<Result<Vec<(RowRef, StoredChip)>>> = wanted
-        .par_iter()
-        .map(|(file, rows)| {
-            let mut out = Vec::with_capacity(rows.len());
-            read_rows(file_refs[*file], Some(rows), 1024, |batch| {
-                out.extend(batch.into_iter().map(|chip| (RowRef { file: *file, row: chip.row }, chip)));
-                Ok(())
-            })?;
-            Ok(out)
-        })
-        .collect();
-    let mut chips: HashMap<RowRef, StoredChip> = HashMap::new();
-    for part in per_file {
-        chips.extend(part?);
-    }
-    tracing::debug!(ms = start.elapsed().as_secs_f64() * 1e3, rows = chips.len(), "stage 2: rows read");
+    // Scoring needs only `global` and `nodes`; the other columns are read for the top k.
+    let chips = fetch(&file_refs, wanted, true)?;
+    tracing::debug!(ms = start.elapsed().as_secs_f64() * 1e3, rows = chips.len(), "stage 2: features read");
+    let mut ranked: Vec<Vec<(RowRef, (f32, f32))>> = Vec::with_capacity(results.len());
     for (qi, (result, cands)) in results.iter_mut().zip(&candidates).enumerate() {
-        let stored: Vec<&StoredChip> = cands.iter().filter_map(|c| chips.get(&c.at)).collect();
-        let text = narrow_text(&text_feats, qi);
-        let scores = score_chips(model, &stored, &text)?;
-        result.hits = rank(&stored, &scores, opts.top_k);
+        let kept: Vec<(RowRef, &StoredChip)> =
+            cands.iter().filter_map(|c| chips.get(&c.at).map(|s| (c.at, s))).collect();
+        let stored: Vec<&StoredChip> = kept.iter().map(|(_, s)| *s).collect();
+        let scores = score_chips(model, &stored, &narrow_text(&text_feats, qi))?;
+        ranked.push(rank(&scores, opts.top_k).into_iter().map(|i| (kept[i].0, scores[i])).collect());
         result.scored = stored.len();
         result.chips_scanned = stats.chips_scanned;
         result.stage1_ms = stage1_ms;
+    }
+    let mut top: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+    for (at, _) in ranked.iter().flatten() {
+        top.entry(at.file).or_default().insert(at.row);
+    }
+    let full = fetch(&file_refs, top, false)?;
+    for (result, list) in results.iter_mut().zip(ranked) {
+        result.hits = list
+            .into_iter()
+            .filter_map(|(at, sc)| full.get(&at).map(|c| (c, sc)))
+            .enumerate()
+            .map(|(r, (c, sc))| hit(r + 1, c, sc))
+            .collect();
     }
     let stage2_ms = start.elapsed().as_secs_f64() * 1e3;
     for r in &mut results {
@@ -242,12 +242,44 @@ fn score_chips(model: &ModelDir, chips: &[&StoredChip], text: &TextFeatures) -> 
 }
 
 /// The best `k` by S (ties: higher sim_g, then stage-1 order).
-fn rank(chips: &[&StoredChip], scores: &[(f32, f32)], k: usize) -> Vec<Hit> {
-    let mut order: Vec<usize> = (0..chips.len()).collect();
+fn rank(scores: &[(f32, f32)], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| {
         scores[b].0.total_cmp(&scores[a].0).then(scores[b].1.total_cmp(&scores[a].1)).then(a.cmp(&b))
     });
-    order.into_iter().take(k).enumerate().map(|(rank, i)| hit(rank + 1, chips[i], scores[i])).collect()
+    order.truncate(k);
+    order
+}
+
+/// Reads the given rows of each file (in parallel over files): features only, or whole rows.
+fn fetch(
+    files: &[&Path],
+    wanted: BTreeMap<usize, BTreeSet<usize>>,
+    features_only: bool,
+) -> Result<HashMap<RowRef, StoredChip>> {
+    let wanted: Vec<(usize, Vec<usize>)> =
+        wanted.into_iter().map(|(f, rows)| (f, rows.into_iter().collect())).collect();
+    let per_file: Vec<Result<Vec<(RowRef, StoredChip)>>> = wanted
+        .par_iter()
+        .map(|(file, rows)| {
+            let mut out = Vec::with_capacity(rows.len());
+            let mut keep = |batch: Vec<StoredChip>| {
+                out.extend(batch.into_iter().map(|chip| (RowRef { file: *file, row: chip.row }, chip)));
+                Ok(())
+            };
+            if features_only {
+                read_features(files[*file], rows, &mut keep)?;
+            } else {
+                read_rows(files[*file], Some(rows), 1024, &mut keep)?;
+            }
+            Ok(out)
+        })
+        .collect();
+    let mut chips = HashMap::new();
+    for part in per_file {
+        chips.extend(part?);
+    }
+    Ok(chips)
 }
 
 fn hit(rank: usize, c: &StoredChip, (score, sim_g): (f32, f32)) -> Hit {

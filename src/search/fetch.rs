@@ -55,6 +55,27 @@ pub fn read_rows(
     path: &Path,
     rows: Option<&[usize]>,
     batch: usize,
+    each: impl FnMut(Vec<StoredChip>) -> Result<()>,
+) -> Result<()> {
+    read_columns(path, rows, batch, &COLUMNS, each)
+}
+
+/// [`read_rows`] reading only `global` and `nodes` (what scoring needs): the other fields of
+/// the returned chips are empty. Stage 2 scores N candidates this way and reads the full rows
+/// of the top k only.
+pub fn read_features(
+    path: &Path,
+    rows: &[usize],
+    each: impl FnMut(Vec<StoredChip>) -> Result<()>,
+) -> Result<()> {
+    read_columns(path, Some(rows), 1024, &["global", "nodes"], each)
+}
+
+fn read_columns(
+    path: &Path,
+    rows: Option<&[usize]>,
+    batch: usize,
+    columns: &[&str],
     mut each: impl FnMut(Vec<StoredChip>) -> Result<()>,
 ) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| AcfError::io(path, "cannot open part file", e))?;
@@ -67,7 +88,7 @@ pub fn read_rows(
     let total = meta.file_metadata().num_rows() as usize;
     let schema = meta.file_metadata().schema_descr();
     let fields = schema.root_schema().get_fields();
-    let indices: Vec<usize> = COLUMNS
+    let indices: Vec<usize> = columns
         .iter()
         .map(|name| {
             fields.iter().position(|f| f.name() == *name).ok_or_else(|| AcfError::Index {
@@ -116,23 +137,31 @@ fn decode(batch: &RecordBatch, rows: &[usize], path: &Path) -> Result<Vec<Stored
         reason: format!("column '{what}' has an unexpected type"),
     };
     let col = |name: &str| batch.column_by_name(name).ok_or_else(|| wrong(name));
-    let strings =
-        |name: &str| col(name)?.as_any().downcast_ref::<StringArray>().cloned().ok_or_else(|| wrong(name));
-    let ints =
-        |name: &str| col(name)?.as_any().downcast_ref::<Int32Array>().cloned().ok_or_else(|| wrong(name));
+    // Metadata columns are absent when only features were read.
+    let meta = batch.column_by_name("chip_id").is_some();
+    let opt = |name: &str| meta.then(|| batch.column_by_name(name)).flatten();
+    let strings = |name: &str| -> Result<Option<StringArray>> {
+        opt(name)
+            .map(|c| c.as_any().downcast_ref::<StringArray>().cloned().ok_or_else(|| wrong(name)))
+            .transpose()
+    };
+    let ints = |name: &str| -> Result<Option<Int32Array>> {
+        opt(name)
+            .map(|c| c.as_any().downcast_ref::<Int32Array>().cloned().ok_or_else(|| wrong(name)))
+            .transpose()
+    };
     let (chip_id, scene) = (strings("chip_id")?, strings("scene")?);
     let (c, r, w, h) = (ints("col")?, ints("row")?, ints("width")?, ints("height")?);
-    let geometry =
-        col("geometry")?.as_any().downcast_ref::<BinaryArray>().cloned().ok_or_else(|| wrong("geometry"))?;
-    let bbox = col("bbox")?.as_struct_opt().cloned().ok_or_else(|| wrong("bbox"))?;
-    let valid = col("valid_fraction")?
-        .as_primitive_opt::<Float32Type>()
-        .cloned()
-        .ok_or_else(|| wrong("valid_fraction"))?;
-    let acquired = col("acquired")?
-        .as_primitive_opt::<TimestampMicrosecondType>()
-        .cloned()
-        .ok_or_else(|| wrong("acquired"))?;
+    let geometry = opt("geometry")
+        .map(|c| c.as_any().downcast_ref::<BinaryArray>().cloned().ok_or_else(|| wrong("geometry")))
+        .transpose()?;
+    let bbox = opt("bbox").map(|c| c.as_struct_opt().cloned().ok_or_else(|| wrong("bbox"))).transpose()?;
+    let valid = opt("valid_fraction")
+        .map(|c| c.as_primitive_opt::<Float32Type>().cloned().ok_or_else(|| wrong("valid_fraction")))
+        .transpose()?;
+    let acquired = opt("acquired")
+        .map(|c| c.as_primitive_opt::<TimestampMicrosecondType>().cloned().ok_or_else(|| wrong("acquired")))
+        .transpose()?;
     let global = col("global")?
         .as_any()
         .downcast_ref::<FixedSizeListArray>()
@@ -159,15 +188,16 @@ fn decode(batch: &RecordBatch, rows: &[usize], path: &Path) -> Result<Vec<Stored
         let g = global.value(i);
         let g = g.as_any().downcast_ref::<Float32Array>().ok_or_else(|| wrong("global"))?.values().to_vec();
         let nodes_bytes = nodes.value(i).to_vec();
+        let int = |a: &Option<Int32Array>| a.as_ref().map_or(0, |a| a.value(i));
         out.push(StoredChip {
             row,
-            chip_id: chip_id.value(i).to_string(),
-            scene: scene.value(i).to_string(),
-            window: [c.value(i), r.value(i), w.value(i), h.value(i)],
-            bbox: bbox_at(&bbox, i),
-            geometry: geometry.is_valid(i).then(|| geometry.value(i).to_vec()),
-            valid_fraction: valid.value(i),
-            acquired_us: acquired.is_valid(i).then(|| acquired.value(i)),
+            chip_id: chip_id.as_ref().map_or(String::new(), |a| a.value(i).to_string()),
+            scene: scene.as_ref().map_or(String::new(), |a| a.value(i).to_string()),
+            window: [int(&c), int(&r), int(&w), int(&h)],
+            bbox: bbox.as_ref().and_then(|b| bbox_at(b, i)),
+            geometry: geometry.as_ref().and_then(|g| g.is_valid(i).then(|| g.value(i).to_vec())),
+            valid_fraction: valid.as_ref().map_or(0.0, |v| v.value(i)),
+            acquired_us: acquired.as_ref().and_then(|a| a.is_valid(i).then(|| a.value(i))),
             global: g,
             nodes: nodes_bytes,
             nodes_dtype,
