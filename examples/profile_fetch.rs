@@ -27,7 +27,7 @@ fn main() {
     }
 }
 
-#[allow(dead_code)]
+/// Prints how many pages each column of row group 0 has (the offset index).
 fn pages(path: &str) {
     use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
     let file = std::fs::File::open(path).unwrap();

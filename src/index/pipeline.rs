@@ -211,7 +211,8 @@ fn run_pipeline(
         let writer = {
             let (jobs, progress) = (jobs.clone(), progress.clone());
             let acf_metadata = acf_metadata.clone();
-            scope.spawn(move || writer(index, &jobs, row_rx, schema, &acf_metadata, &progress))
+            let model_fp = header.model_fingerprint.as_str();
+            scope.spawn(move || writer(index, &jobs, row_rx, schema, &acf_metadata, model_fp, &progress))
         };
         let encoded = encoder(model, &jobs, chip_rx, &row_tx, opts.batch.max(1), chip);
         drop(row_tx);
@@ -501,13 +502,13 @@ fn writer(
     rx: Receiver<ToWriter>,
     schema: ChipSchema,
     acf_metadata: &str,
+    model_fp: &str,
     progress: &ProgressBar,
 ) -> WriterOutcome {
     let mut out = WriterOutcome { indexed: 0, chips: 0, low_valid: 0, failures: Vec::new() };
     let mut flight: HashMap<usize, InFlight> = HashMap::new();
     let mut failed_mid_scene: HashMap<usize, String> = HashMap::new();
     let started = Instant::now();
-    let model_fp = index_model_fingerprint(acf_metadata);
     let fail = |out: &mut WriterOutcome, job: usize, reason: String, info: Option<SceneInfo>| {
         let scene = &jobs[job];
         tracing::error!("{}: {reason}", scene.path);
@@ -548,7 +549,7 @@ fn writer(
                 let result = match &mut f.part {
                     Some(p) => p.push(*row),
                     None => {
-                        let name = IndexDir::part_name(&scene.scene_id, &scene.fingerprint, &model_fp);
+                        let name = IndexDir::part_name(&scene.scene_id, &scene.fingerprint, model_fp);
                         let bbox = f.info.as_ref().and_then(|i| i.bbox);
                         PartWriter::create(&index.root.join(name), schema, acf_metadata, bbox).and_then(
                             |mut p| {
@@ -573,7 +574,7 @@ fn writer(
                     continue;
                 }
                 let Some(f) = f else { continue };
-                match publish(index, &jobs[job], f, low_valid, &model_fp) {
+                match publish(index, &jobs[job], f, low_valid, model_fp) {
                     Ok(record) => {
                         out.indexed += 1;
                         out.chips += record.chips;
@@ -606,13 +607,6 @@ fn writer(
     out
 }
 
-fn index_model_fingerprint(acf_metadata: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(acf_metadata)
-        .ok()
-        .and_then(|v| v["model_fingerprint"].as_str().map(String::from))
-        .unwrap_or_default()
-}
-
 /// Replaces the scene's rows: old part files go first (so no reader ever sees the scene
 /// twice), then the new part appears by rename, then the record names it.
 fn publish(
@@ -624,13 +618,8 @@ fn publish(
 ) -> std::result::Result<SceneRecord, (String, Option<SceneInfo>)> {
     let name = IndexDir::part_name(&scene.scene_id, &scene.fingerprint, model_fp);
     let chips = f.part.as_ref().map_or(0, |p| p.rows()) as u64;
-    let keep_tmp = f.part.is_some().then(|| {
-        let final_path = index.root.join(&name);
-        let file = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        (final_path.with_file_name(format!(".{file}.tmp")), final_path)
-    });
     for stale in index.stale_files(&scene.scene_id, None) {
-        if keep_tmp.as_ref().is_some_and(|(tmp, fin)| &stale == tmp || &stale == fin) {
+        if f.part.as_ref().is_some_and(|p| stale == p.tmp_path() || stale == p.final_path()) {
             continue;
         }
         if let Err(e) = std::fs::remove_file(&stale) {

@@ -8,9 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{AcfError, Result};
 use crate::model::model_dir::ModelDir;
-use crate::storage::{
-    IndexDir, IndexHeader, NodesDtype, SCHEMA_VERSION, SceneFingerprint, SceneRecord, SceneStatus,
-};
+use crate::storage::{IndexDir, IndexHeader, NodesDtype, SceneFingerprint, SceneRecord, SceneStatus};
 
 /// Unix seconds now.
 pub fn now_s() -> u64 {
@@ -25,14 +23,9 @@ pub fn check_model(
     nodes_dtype: Option<NodesDtype>,
     new_model: bool,
 ) -> Result<IndexHeader> {
-    let fresh = || IndexHeader {
-        schema_version: SCHEMA_VERSION,
-        model_fingerprint: model.fingerprint.clone(),
-        model_name: model.model.config.name.clone(),
-        model_config: serde_json::to_value(&model.model.config).unwrap_or_default(),
-        nodes_dtype: nodes_dtype.unwrap_or(NodesDtype::F16),
-        created_by: format!("acf-index {}", env!("CARGO_PKG_VERSION")),
-        created_at: now_s(),
+    let fresh = || {
+        let created_by = format!("acf-index {}", env!("CARGO_PKG_VERSION"));
+        IndexHeader::for_model(model, nodes_dtype.unwrap_or(NodesDtype::F16), created_by, now_s())
     };
     match index.header()? {
         None => {

@@ -13,8 +13,8 @@ use super::engine::{QueryOptions, search};
 use crate::error::{AcfError, Result};
 use crate::model::model_dir::ModelDir;
 use crate::storage::{
-    ChipRow, ChipSchema, IndexDir, IndexHeader, NodesDtype, PartWriter, SCHEMA_VERSION, SceneFingerprint,
-    SceneRecord, SceneStatus, scene_id,
+    ChipRow, ChipSchema, IndexDir, IndexHeader, NodesDtype, PartWriter, SceneFingerprint, SceneRecord,
+    SceneStatus, scene_id,
 };
 
 /// Chips per synthetic part file (one "scene" each).
@@ -42,19 +42,8 @@ pub fn synthetic_index(model: &ModelDir, dir: &Path, chips: usize) -> Result<()>
         _ => {
             let _ = std::fs::remove_dir_all(dir);
             let index = IndexDir::create(dir)?;
-            let header = IndexHeader {
-                schema_version: SCHEMA_VERSION,
-                model_fingerprint: model.fingerprint.clone(),
-                model_name: model.model.config.name.clone(),
-                model_config: serde_json::to_value(&model.model.config).unwrap_or_default(),
-                nodes_dtype: if std::env::var_os("ACF_BENCH_F32").is_some() {
-                    NodesDtype::F32
-                } else {
-                    NodesDtype::F16
-                },
-                created_by: "acf-index bench query (synthetic)".into(),
-                created_at: 0,
-            };
+            let header =
+                IndexHeader::for_model(model, NodesDtype::F16, "acf-index bench query (synthetic)".into(), 0);
             index.write_header(&header)?;
             (index, header)
         }

@@ -5,26 +5,33 @@
 //! stage 1). Any page that does not fit these assumptions makes it return `None`, and the
 //! caller falls back to the Arrow reader.
 
+use std::fs::File;
+use std::sync::Arc;
+
 use parquet::basic::{Encoding, Type as PhysicalType};
 use parquet::column::page::Page;
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::metadata::RowGroupMetaData;
+use parquet::file::properties::ReaderProperties;
+use parquet::file::reader::RowGroupReader;
+use parquet::file::serialized_reader::SerializedRowGroupReader;
 
-/// The `global` vectors of row group `rg`, row after row (`rows × dim` floats), or `None`
-/// when the column is not stored as this reader expects.
+/// The `global` vectors of the row group `meta` of `file` (metadata already parsed by the
+/// caller), row after row (`rows × dim` floats), or `None` when the column is not stored as
+/// this reader expects.
 pub fn read_row_group(
-    reader: &SerializedFileReader<std::fs::File>,
-    rg: usize,
+    file: &Arc<File>,
+    meta: &RowGroupMetaData,
     column: usize,
     dim: usize,
 ) -> Option<Vec<f32>> {
-    let meta = reader.metadata().row_group(rg);
     let col = meta.column(column);
     if col.column_type() != PhysicalType::FLOAT || col.column_descr().max_rep_level() != 1 {
         return None;
     }
     let rows = meta.num_rows() as usize;
     let mut values: Vec<f32> = Vec::with_capacity(rows * dim);
-    let row_group = reader.get_row_group(rg).ok()?;
+    let props = Arc::new(ReaderProperties::builder().build());
+    let row_group = SerializedRowGroupReader::new(file.clone(), meta, None, props).ok()?;
     let mut pages = row_group.get_column_page_reader(column).ok()?;
     while let Some(page) = pages.get_next_page().ok()? {
         let (buf, num_values, encoding, levels_len) = match &page {

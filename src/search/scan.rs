@@ -6,13 +6,13 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, FixedSizeListArray, Float32Array, Float64Array, StructArray};
 use arrow::datatypes::TimestampMicrosecondType;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::{ParquetMetaData, RowGroupMetaData};
-use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::statistics::Statistics;
 use rayon::prelude::*;
 
@@ -141,6 +141,10 @@ pub fn scan(
 /// Opens a part file's Parquet metadata (and the reader builder).
 pub fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let file = File::open(path).map_err(|e| AcfError::io(path, "cannot open part file", e))?;
+    open_file(path, file)
+}
+
+fn open_file(path: &Path, file: File) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| AcfError::Index {
         path: path.to_path_buf(),
         reason: format!("not a readable Parquet file: {e}"),
@@ -166,7 +170,10 @@ fn scan_file(
 ) -> Result<(Vec<TopN>, ScanStats)> {
     let mut tops = empty_tops(queries, dim, n);
     let mut stats = ScanStats::default();
-    let builder = open(path)?;
+    // One open and one footer parse serve both the page fast path and the Arrow reader.
+    let file = File::open(path).map_err(|e| AcfError::io(path, "cannot open part file", e))?;
+    let builder =
+        open_file(path, file.try_clone().map_err(|e| AcfError::io(path, "cannot open part file", e))?)?;
     let meta = builder.metadata().clone();
     let mut columns = vec![root_index(&meta, "global", path)?];
     if filters.needs_columns() {
@@ -191,7 +198,7 @@ fn scan_file(
         return Ok((tops, stats));
     }
     if !filters.needs_columns()
-        && let Some(fast) = scan_pages(file_index, path, &groups, &starts, queries, dim, n)
+        && let Some(fast) = scan_pages(file_index, Arc::new(file), &meta, &groups, &starts, queries, dim, n)
     {
         stats.chips_scanned = groups.iter().map(|&g| meta.row_group(g).num_rows() as u64).sum();
         return Ok((fast, stats));
@@ -260,18 +267,18 @@ fn scan_file(
 
 /// Unfiltered scan through [`global_column`](super::global_column); `None` when the file
 /// does not allow it (then the Arrow reader does the scan).
+#[allow(clippy::too_many_arguments)]
 fn scan_pages(
     file_index: usize,
-    path: &Path,
+    file: Arc<File>,
+    meta: &ParquetMetaData,
     groups: &[usize],
     starts: &[usize],
     queries: &[f32],
     dim: usize,
     n: usize,
 ) -> Option<Vec<TopN>> {
-    let reader = SerializedFileReader::new(File::open(path).ok()?).ok()?;
-    let column = reader
-        .metadata()
+    let column = meta
         .file_metadata()
         .schema_descr()
         .columns()
@@ -279,7 +286,7 @@ fn scan_pages(
         .position(|c| c.path().string() == "global.list.item")?;
     let mut tops = empty_tops(queries, dim, n);
     for (&g, &start) in groups.iter().zip(starts) {
-        let values = super::global_column::read_row_group(&reader, g, column, dim)?;
+        let values = super::global_column::read_row_group(&file, meta.row_group(g), column, dim)?;
         for (i, v) in values.chunks_exact(dim).enumerate() {
             offer(&mut tops, queries, v, RowRef { file: file_index, row: start + i });
         }

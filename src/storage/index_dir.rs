@@ -34,6 +34,26 @@ pub struct IndexHeader {
     pub created_at: u64,
 }
 
+impl IndexHeader {
+    /// The header of a new index of `model`'s features.
+    pub fn for_model(
+        model: &crate::model::ModelDir,
+        nodes_dtype: NodesDtype,
+        created_by: String,
+        created_at: u64,
+    ) -> Self {
+        IndexHeader {
+            schema_version: SCHEMA_VERSION,
+            model_fingerprint: model.fingerprint.clone(),
+            model_name: model.model.config.name.clone(),
+            model_config: serde_json::to_value(&model.model.config).unwrap_or_default(),
+            nodes_dtype,
+            created_by,
+            created_at,
+        }
+    }
+}
+
 /// What identifies a scene's content.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SceneFingerprint {

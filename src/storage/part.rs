@@ -97,6 +97,16 @@ impl PartWriter {
         })
     }
 
+    /// The hidden temporary file the rows go to until [`PartWriter::publish`].
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp_path
+    }
+
+    /// The name the file gets when published.
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+
     /// Rows written so far.
     pub fn rows(&self) -> usize {
         self.rows
