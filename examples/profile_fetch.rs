@@ -14,11 +14,10 @@ fn main() {
     for _ in 0..2 {
         let start = Instant::now();
         let mut got = 0;
-        let result =
-            acf_index::search::fetch::read_rows(std::path::Path::new(path), Some(&rows), 1024, |b| {
-                got += b.len();
-                Ok(())
-            });
+        let result = acf_index::storage::read_rows(std::path::Path::new(path), Some(&rows), 1024, |b| {
+            got += b.len();
+            Ok(())
+        });
         if let Err(e) = result {
             eprintln!("error: {e}");
             std::process::exit(1);

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use crate::model::features::l2_normalize;
 use crate::model::inference::{cpu_has_native_bf16, max_cosine_deviation};
-use crate::model::vig::l2_normalize;
 use crate::model::{AcfModel, Config, ImageFeatures, InferenceOptions, InferencePrecision, Vocab, scoring};
 
 /// Unit of the accuracy rows: the largest `1 − cos` over region and global features.

@@ -56,7 +56,19 @@ pub enum AcfError {
     /// Arrow data that does not fit the catalog schema.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
-    /// Arguments that make no sense together.
+    /// Another process holds the index's writer lock.
+    #[error("{path}: {reason}")]
+    LockConflict { path: PathBuf, reason: String },
+    /// A value that could not be serialised (JSON, PNG, GeoJSON).
+    #[error("cannot serialise {what}: {reason}")]
+    Serialize { what: String, reason: String },
+    /// A worker thread of a pipeline panicked or stopped early.
+    #[error("internal error: {0}")]
+    Thread(String),
+    /// A glob pattern that does not parse.
+    #[error("bad glob '{pattern}': {reason}")]
+    Glob { pattern: String, reason: String },
+    /// Arguments that make no sense together, or an input that gives nothing to work on.
     #[error("{0}")]
     InvalidArgument(String),
 }

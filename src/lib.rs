@@ -7,6 +7,7 @@ pub mod data;
 pub mod device;
 pub mod doctor;
 pub mod error;
+pub mod files;
 pub mod index;
 pub mod model;
 pub mod raster;

@@ -31,6 +31,66 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--nodes-dtype`: storage type of the region features.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum NodesDtypeArg {
+    /// IEEE half precision (default: half the size, ranking unchanged in our tests).
+    F16,
+    /// Single precision.
+    F32,
+}
+
+impl From<NodesDtypeArg> for crate::storage::NodesDtype {
+    fn from(a: NodesDtypeArg) -> Self {
+        match a {
+            NodesDtypeArg::F16 => Self::F16,
+            NodesDtypeArg::F32 => Self::F32,
+        }
+    }
+}
+
+/// `--format` of `query`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    /// rank, S, sim_g, scene, window, lon/lat of the centre.
+    Table,
+    /// One JSON object per hit per line.
+    Json,
+    /// Comma-separated, with a header line.
+    Csv,
+    /// A GeoJSON FeatureCollection of the hits' footprints.
+    Geojson,
+}
+
+impl From<FormatArg> for crate::search::output::Format {
+    fn from(a: FormatArg) -> Self {
+        match a {
+            FormatArg::Table => Self::Table,
+            FormatArg::Json => Self::Json,
+            FormatArg::Csv => Self::Csv,
+            FormatArg::Geojson => Self::Geojson,
+        }
+    }
+}
+
+/// `--correction`: how the global similarity corrects the attention.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CorrectionArg {
+    /// softmax(λ · (sim_g − p) · s̄).
+    Logits,
+    /// The printed form, which cancels: plain softmax(λ · s̄).
+    Off,
+}
+
+impl From<CorrectionArg> for crate::model::config::Correction {
+    fn from(a: CorrectionArg) -> Self {
+        match a {
+            CorrectionArg::Logits => Self::Logits,
+            CorrectionArg::Off => Self::Off,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Report versions, CUDA devices, CPU threads and GDAL drivers of this build and machine.
@@ -120,6 +180,10 @@ pub struct TrainArgs {
     /// Continue the run in OUT/checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Start from a trained model directory's weights and vocabulary (fine-tuning):
+    /// a fresh optimiser and the schedule of --config, whose architecture must match.
+    #[arg(long, value_name = "MODEL_DIR", conflicts_with = "resume")]
+    pub init_from: Option<PathBuf>,
     /// Override training.epochs.
     #[arg(long)]
     pub epochs: Option<i64>,
@@ -132,9 +196,9 @@ pub struct TrainArgs {
     /// Override training.seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Override scoring.correction (logits | off).
-    #[arg(long)]
-    pub correction: Option<String>,
+    /// Override scoring.correction.
+    #[arg(long, value_enum)]
+    pub correction: Option<CorrectionArg>,
     /// Skip (and count) unreadable images and images without captions instead of failing.
     #[arg(long)]
     pub skip_bad: bool,
@@ -182,7 +246,7 @@ pub struct IndexArgs {
     pub scale: Option<(f64, f64)>,
     /// Chips with a smaller fraction of valid pixels (nodata, mask, alpha, NaN) are counted
     /// but not encoded.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = parse_fraction)]
     pub min_valid: f32,
     /// Chips per encoder batch.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
@@ -192,12 +256,12 @@ pub struct IndexArgs {
     pub readers: u32,
     /// Storage type of the region features (new index: f16).
     #[arg(long, value_enum)]
-    pub nodes_dtype: Option<crate::storage::NodesDtype>,
+    pub nodes_dtype: Option<NodesDtypeArg>,
     /// Also compare content hashes (sha256) to decide whether a scene changed.
     #[arg(long)]
     pub verify: bool,
     /// The index was built with another model: delete it and start a new one with this model.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "shard")]
     pub new_model: bool,
     /// Take only shard I of N (0-based) of the scene list, e.g. 3/8: N workers can index into
     /// one directory side by side (Kubernetes indexed Job, Slurm array).
@@ -257,8 +321,8 @@ pub struct QueryArgs {
     #[arg(long)]
     pub exhaustive: bool,
     /// Output format on stdout.
-    #[arg(long, value_enum, default_value_t = crate::search::output::Format::Table)]
-    pub format: crate::search::output::Format,
+    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+    pub format: FormatArg,
     /// Also write a self-contained HTML page with a thumbnail of each hit cut from its scene.
     #[arg(long)]
     pub html: Option<PathBuf>,
@@ -410,4 +474,10 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A fraction between 0 and 1 (`--min-valid`).
+fn parse_fraction(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("{s} is not between 0 and 1")) }
 }

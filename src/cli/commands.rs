@@ -3,16 +3,15 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use tch::Device;
 
 use super::args::{BenchCommand, Command, ModelArgs, ModelCommand};
 use crate::bench::{BenchOptions, bench_model};
 use crate::data::dataset::Dataset;
-use crate::data::image_file::{Chip, load_chip};
 use crate::device::device_name;
-use crate::model::model_dir::{self, ModelDir};
-use crate::model::{AcfModel, Config, InferenceOptions, Vocab, scoring};
+use crate::model::model_dir;
+use crate::model::{AcfModel, Config, Vocab};
 
 /// Runs one subcommand; returns the exit code of a command that finished.
 pub fn dispatch(command: Command) -> Result<i32> {
@@ -52,35 +51,6 @@ fn doctor(json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Loads the model named by `--model` onto `--device`.
-pub(crate) fn load_model(args: &ModelArgs) -> Result<ModelDir> {
-    let device = args.device.resolve()?;
-    // The default model ships in the source tree: outside it (cron jobs), fall back to the
-    // models/default of the checkout this binary was built from.
-    let built_in = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
-    let dir = if args.model == Path::new("models/default") && !args.model.exists() && built_in.exists() {
-        built_in.as_path()
-    } else {
-        args.model.as_path()
-    };
-    let loaded = ModelDir::load(dir, device).with_context(|| {
-        if args.model == Path::new("models/default") && !dir.exists() {
-            "no --model given and models/default does not exist (pass --model DIR or set ACF_MODEL)"
-                .to_string()
-        } else {
-            "cannot load model".to_string()
-        }
-    })?;
-    tracing::info!(
-        model = %dir.display(),
-        config = %loaded.model.config.name,
-        fingerprint = loaded.short_fingerprint(),
-        device = %device_name(device),
-        "model loaded"
-    );
-    Ok(loaded)
-}
-
 fn model_init(
     config: &str,
     vocab_from: &[std::path::PathBuf],
@@ -113,7 +83,7 @@ fn model_init(
         out.display(),
         model.trainable_parameters(),
         model.vocab.len(),
-        &fingerprint[..12]
+        crate::files::short_fingerprint(&fingerprint)
     );
     Ok(())
 }
@@ -137,7 +107,7 @@ fn init_card(model: &AcfModel, sources: &[String], seed: i64) -> String {
 }
 
 fn model_info(args: &ModelArgs, json: bool) -> Result<()> {
-    let loaded = load_model(args)?;
+    let loaded = super::model_arg::load_model(args)?;
     let m = &loaded.model;
     if json {
         let info = serde_json::json!({
@@ -169,51 +139,24 @@ fn model_info(args: &ModelArgs, json: bool) -> Result<()> {
 
 fn rank(text: &str, images: &[std::path::PathBuf], args: &ModelArgs, json: bool) -> Result<()> {
     crate::device::retain_freed_memory();
-    let loaded = load_model(args)?;
-    let model = &loaded.model;
-    let (caption, encoded) = model.encode_captions(&[text])?;
-    if !encoded[0].unknown.is_empty() {
-        tracing::warn!("words not in the model's vocabulary (ignored): {}", encoded[0].unknown.join(", "));
+    let loaded = super::model_arg::load_model(args)?;
+    let ranking = crate::search::rank::rank_images(&loaded.model, text, images)?;
+    if !ranking.unknown_words.is_empty() {
+        tracing::warn!("words not in the model's vocabulary (ignored): {}", ranking.unknown_words.join(", "));
     }
-    let size = model.config.image.image_size as u32;
-    let mut chips = Vec::new();
-    let mut names = Vec::new();
-    for path in images {
-        match load_chip(path, size) {
-            Ok(chip) => {
-                chips.push(chip);
-                names.push(path.display().to_string());
-            }
-            Err(e) => tracing::error!("{e}"),
-        }
+    for e in &ranking.unreadable {
+        tracing::error!("{e}");
     }
-    if chips.is_empty() {
-        bail!("none of the {} image(s) could be read", images.len());
-    }
-    let mut scores = Vec::with_capacity(chips.len());
-    let mut sims = Vec::with_capacity(chips.len());
-    let _guard = tch::no_grad_guard();
-    let probe = Chip::batch(&chips[..chips.len().min(4)]);
-    let encoder = model.inference_image_encoder(&InferenceOptions::default(), Some(&probe));
-    tracing::debug!(precision = encoder.precision().name(), "image encoder for inference");
-    for batch in chips.chunks(16) {
-        let feats = encoder.encode_pixels(&Chip::batch(batch));
-        let s = model.score(&feats, &caption).reshape([-1]);
-        let g = scoring::global_similarity(&feats, &caption).reshape([-1]);
-        scores.extend(Vec::<f32>::try_from(&s.to_device(Device::Cpu))?);
-        sims.extend(Vec::<f32>::try_from(&g.to_device(Device::Cpu))?);
-    }
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     if !json {
         println!("{:>4}  {:>8}  {:>8}  image", "rank", "S", "sim_g");
     }
-    for (rank, &i) in order.iter().enumerate() {
+    for (rank, r) in ranking.ranked.iter().enumerate() {
         if json {
-            let row = serde_json::json!({"rank": rank + 1, "score": scores[i], "sim_g": sims[i], "image": names[i]});
+            let row =
+                serde_json::json!({"rank": rank + 1, "score": r.score, "sim_g": r.sim_g, "image": r.image});
             println!("{row}");
         } else {
-            println!("{:>4}  {:>8.4}  {:>8.4}  {}", rank + 1, scores[i], sims[i], names[i]);
+            println!("{:>4}  {:>8.4}  {:>8.4}  {}", rank + 1, r.score, r.sim_g, r.image);
         }
     }
     Ok(())

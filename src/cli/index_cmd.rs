@@ -10,12 +10,10 @@ use super::args::IndexArgs;
 #[cfg(feature = "gdal")]
 pub fn index(args: IndexArgs) -> Result<i32> {
     use std::io::IsTerminal;
-    use std::sync::Arc;
 
     use anyhow::Context;
 
     use super::exit;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     use crate::index::{IndexOptions, Inputs};
     use crate::raster::scene::ReadOptions;
@@ -23,20 +21,10 @@ pub fn index(args: IndexArgs) -> Result<i32> {
     if args.paths.is_empty() && args.from_list.is_none() {
         anyhow::bail!("nothing to index: give scene files or folders, or --from-list FILE");
     }
-    if !(0.0..=1.0).contains(&args.min_valid) {
-        anyhow::bail!("--min-valid {} is not between 0 and 1", args.min_valid);
-    }
-    let model = super::commands::load_model(&args.model)?;
-    let interrupt = Arc::new(AtomicBool::new(false));
-    let flag = interrupt.clone();
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(exit::INTERRUPTED);
-        }
-        eprintln!(
-            "\ninterrupt: stopping; scenes in flight are dropped, nothing partial is published (Ctrl-C again to abort)"
-        );
-    });
+    let model = super::model_arg::load_model(&args.model)?;
+    let interrupt = super::interrupt::install(
+        "interrupt: stopping; scenes in flight are dropped, nothing partial is published (a second signal aborts)",
+    )?;
     let opts = IndexOptions {
         inputs: Inputs {
             paths: args.paths,
@@ -51,7 +39,7 @@ pub fn index(args: IndexArgs) -> Result<i32> {
         min_valid: args.min_valid,
         batch: args.batch as usize,
         readers: args.readers as usize,
-        nodes_dtype: args.nodes_dtype,
+        nodes_dtype: args.nodes_dtype.map(Into::into),
         verify: args.verify,
         new_model: args.new_model,
         progress: std::io::stderr().is_terminal(),
@@ -112,12 +100,12 @@ pub fn bench_index(
     json: bool,
 ) -> Result<()> {
     use crate::index::{IndexOptions, Inputs};
-    let model = super::commands::load_model(model)?;
+    let model = super::model_arg::load_model(model)?;
     let opts = IndexOptions {
         inputs: Inputs::default(),
         out: scene.to_path_buf(),
         read: Default::default(),
-        stride: model.model.config.image.image_size as usize,
+        stride: model.config().image.image_size as usize,
         min_valid: 0.5,
         batch: batch.max(1),
         readers: readers.max(1),

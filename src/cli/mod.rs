@@ -4,6 +4,8 @@
 mod args;
 mod commands;
 mod index_cmd;
+mod interrupt;
+mod model_arg;
 mod query_cmd;
 mod train_cmd;
 

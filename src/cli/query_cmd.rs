@@ -24,7 +24,7 @@ pub fn query(args: QueryArgs) -> Result<()> {
         bail!("no query in {}", args.queries.as_ref().map_or(String::new(), |p| p.display().to_string()));
     }
     crate::device::retain_freed_memory();
-    let model = super::commands::load_model(&args.model)?;
+    let model = super::model_arg::load_model(&args.model)?;
     let opts = QueryOptions {
         top_k: args.top_k as usize,
         candidates: args.candidates as usize,
@@ -56,9 +56,9 @@ pub fn query(args: QueryArgs) -> Result<()> {
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    crate::search::output::write(&results, args.format, &mut out)?;
+    crate::search::output::write(&results, args.format.into(), &mut out)?;
     out.flush().ok();
-    let size = model.model.config.image.image_size as usize;
+    let size = model.config().image.image_size as usize;
     write_pictures(&results, &args, size)
 }
 
@@ -70,7 +70,7 @@ fn write_pictures(results: &[crate::search::QueryResult], args: &QueryArgs, size
     }
     if let Some(path) = &args.html {
         let page = crate::search::thumbnails::html_page(results, &args.index, size);
-        crate::storage::write_durable(path, page.as_bytes())?;
+        crate::files::write_atomic(path, page.as_bytes())?;
         tracing::info!("wrote {}", path.display());
     }
     Ok(())
@@ -97,7 +97,7 @@ pub fn bench_query(
     json: bool,
 ) -> Result<()> {
     crate::device::retain_freed_memory();
-    let model = super::commands::load_model(model)?;
+    let model = super::model_arg::load_model(model)?;
     if !json {
         println!(
             "{:>8}  {:>10}  {:>5}  {:>10}  {:>10}  {:>10}  {:>9}",

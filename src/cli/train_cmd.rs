@@ -1,15 +1,11 @@
 //! `acf-index train` and `acf-index eval`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 use super::args::{EvalArgs, TrainArgs};
-use super::commands::load_model;
+use super::model_arg::load_model;
 use crate::data::dataset::Dataset;
 use crate::model::Config;
-use crate::model::config::Correction;
 use crate::train::evaluate::{EvalSet, encode_images, score_all};
 use crate::train::loader::load_split;
 use crate::train::metrics::{Recall, recall};
@@ -31,22 +27,12 @@ pub fn train(args: TrainArgs) -> Result<()> {
     if let Some(v) = args.seed {
         t.seed = v;
     }
-    if let Some(c) = &args.correction {
-        config.scoring.correction = match c.as_str() {
-            "logits" => Correction::Logits,
-            "off" => Correction::Off,
-            other => bail!("--correction '{other}': expected logits or off"),
-        };
+    if let Some(c) = args.correction {
+        config.scoring.correction = c.into();
     }
-    let interrupt = Arc::new(AtomicBool::new(false));
-    let flag = interrupt.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\ninterrupt: saving a checkpoint after this batch (Ctrl-C again to abort)");
-    })
-    .context("cannot install the Ctrl-C handler")?;
+    let interrupt = super::interrupt::install(
+        "interrupt: saving a checkpoint after this batch (a second signal aborts)",
+    )?;
     let opts = TrainOptions {
         datasets: args.datasets,
         images_dir: args.images,
@@ -58,6 +44,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         val_images: (args.val_images > 0).then_some(args.val_images),
         checkpoint_minutes: args.checkpoint_minutes,
         stop_after_epochs: args.stop_after,
+        init_from: args.init_from,
     };
     let summary = run_training(&opts, interrupt)?;
     if !summary.skipped.is_empty() {
@@ -97,19 +84,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let set = EvalSet::new(&images, model.config.image.image_size as u32, args.max_images);
     let feats = encode_images(model, &set, 32);
     let mut rows: Vec<(String, Recall)> = Vec::new();
-    let base = model.config.scoring.clone();
-    let mut variants = vec![("ACF (full)".to_string(), base.clone())];
-    if args.ablate {
-        let mut m3 = base.clone();
-        m3.correction = Correction::Off;
-        let mut m4 = base.clone();
-        m4.filtering = false;
-        let mut m5 = base.clone();
-        m5.global_component = false;
-        variants.push(("M3: without correction".into(), m3));
-        variants.push(("M4: without filtering".into(), m4));
-        variants.push(("M5: without global component".into(), m5));
-    }
+    let variants = crate::train::evaluate::scoring_variants(&model.config.scoring, args.ablate);
     for (name, cfg) in variants {
         let scores = score_all(model, &set, &feats, &cfg);
         rows.push((name, recall(&scores, set.images(), &set.caption_image)));

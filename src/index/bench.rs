@@ -10,11 +10,12 @@ use std::time::Instant;
 use serde::Serialize;
 use tch::Tensor;
 
-use super::info::peak_rss_mib;
-use super::pipeline::{IndexOptions, run, to_model_chip};
+use super::pipeline::{IndexOptions, run};
+use crate::device::peak_rss_mib;
 use crate::error::Result;
 use crate::model::model_dir::ModelDir;
 use crate::model::{InferenceOptions, InferencePrecision};
+use crate::raster::chip::to_model_chip;
 use crate::raster::scene::Scene;
 use crate::raster::tiling::chip_windows;
 
@@ -52,7 +53,7 @@ pub fn bench_index(
     let peak = peak_rss_mib();
     let _ = std::fs::remove_dir_all(&tmp);
 
-    let chip = model.model.config.image.image_size as usize;
+    let chip = model.config().image.image_size as usize;
     let scene = Scene::open(scene_path, &opts.read)?;
     let windows = chip_windows(scene.width, scene.height, chip, opts.stride);
     let n = windows.len().min(4 * opts.batch).max(1);

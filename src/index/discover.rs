@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 use sha2::{Digest, Sha256};
 
 use crate::error::{AcfError, Result};
@@ -98,16 +98,7 @@ fn absolute(path: &Path) -> String {
 }
 
 fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let mut builder = GlobSetBuilder::new();
-    for p in patterns {
-        // A bare pattern such as `*.tif` matches the file name anywhere in the tree.
-        let p = if p.contains('/') { p.clone() } else { format!("**/{p}") };
-        builder.add(Glob::new(&p).map_err(|e| AcfError::InvalidArgument(format!("bad glob '{p}': {e}")))?);
-    }
-    builder.build().map(Some).map_err(|e| AcfError::InvalidArgument(format!("bad globs: {e}")))
+    crate::files::glob_set(patterns)
 }
 
 /// Parses `I/N` (0 ≤ I < N).

@@ -106,11 +106,3 @@ impl std::fmt::Display for IndexInfo {
         Ok(())
     }
 }
-
-/// Peak resident memory of this process (VmHWM), in MiB.
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}

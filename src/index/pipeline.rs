@@ -22,16 +22,18 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use super::discover::{Inputs, discover};
-use super::prepare::{check_model, fingerprint, now_s, up_to_date};
+use super::prepare::{check_model, fingerprint, up_to_date};
 use crate::error::{AcfError, Result};
 use crate::model::model_dir::ModelDir;
 use crate::model::{InferenceOptions, InferencePrecision};
-use crate::raster::scene::{RawChip, ReadOptions, Scene, WindowData};
+use crate::raster::Footprint;
+use crate::raster::chip::to_model_chip;
+use crate::raster::scene::{RawChip, ReadOptions, Scene};
 use crate::raster::stretch::Stretch;
 use crate::raster::tiling::chip_windows;
 use crate::storage::{
-    ChipRow, ChipSchema, Footprint, IndexDir, IndexHeader, PartWriter, SceneFingerprint, SceneRecord,
-    SceneStatus, WriterLock, scene_id,
+    ChipRow, ChipSchema, IndexDir, IndexHeader, PartWriter, SceneFingerprint, SceneMeta, SceneRecord,
+    scene_id,
 };
 
 /// Everything `acf-index index` takes besides the model.
@@ -82,6 +84,19 @@ struct SceneJob {
     fingerprint: SceneFingerprint,
 }
 
+impl SceneJob {
+    /// The scene as the catalog records it, with what a reader learned (if it got that far).
+    fn meta(&self, info: Option<&SceneInfo>) -> SceneMeta {
+        SceneMeta {
+            path: self.path.clone(),
+            scene_id: self.scene_id.clone(),
+            fingerprint: self.fingerprint.clone(),
+            size: info.map(|i| i.size),
+            crs: info.and_then(|i| i.crs.clone()),
+        }
+    }
+}
+
 /// What a reader learned when opening a scene.
 struct SceneInfo {
     size: (u64, u64),
@@ -120,10 +135,10 @@ pub fn run(model: &ModelDir, opts: &IndexOptions, interrupt: Arc<AtomicBool>) ->
         tracing::warn!("{w}");
     }
     let index = IndexDir::create(&opts.out)?;
-    let _lock = WriterLock::acquire(&opts.out, opts.inputs.shard)?;
     if opts.new_model && opts.inputs.shard.is_some() {
         return Err(AcfError::InvalidArgument("--new-model cannot be combined with --shard".into()));
     }
+    let _lock = index.lock_writer(opts.inputs.shard)?;
     let header = check_model(&index, model, opts.nodes_dtype, opts.new_model)?;
     let mut summary = IndexSummary {
         scenes: scenes.len(),
@@ -138,9 +153,7 @@ pub fn run(model: &ModelDir, opts: &IndexOptions, interrupt: Arc<AtomicBool>) ->
             Ok(fp) => {
                 let record = index.record(&id);
                 if let Some(r) = record.as_ref().filter(|r| up_to_date(&index, r, &fp, opts.verify)) {
-                    for stale in index.stale_files(&id, r.part.as_deref()) {
-                        let _ = std::fs::remove_file(stale);
-                    }
+                    index.remove_stale(&id, r.part.as_deref());
                     summary.skipped += 1;
                     continue;
                 }
@@ -166,7 +179,7 @@ pub fn run(model: &ModelDir, opts: &IndexOptions, interrupt: Arc<AtomicBool>) ->
     summary.interrupted = interrupt.load(Ordering::SeqCst);
     summary.seconds = started.elapsed().as_secs_f64();
     summary.chips_per_s = summary.chips as f64 / summary.seconds.max(1e-9);
-    summary.peak_rss_mib = super::info::peak_rss_mib();
+    summary.peak_rss_mib = crate::device::peak_rss_mib();
     Ok(summary)
 }
 
@@ -179,10 +192,10 @@ fn run_pipeline(
     interrupt: &AtomicBool,
     summary: &mut IndexSummary,
 ) -> Result<()> {
-    let chip = model.model.config.image.image_size as usize;
+    let chip = model.config().image.image_size as usize;
     let schema = ChipSchema {
-        embed_dim: model.model.config.embed_dim as usize,
-        regions: (model.model.config.image.region_grid * model.model.config.image.region_grid) as usize,
+        embed_dim: model.config().embed_dim as usize,
+        regions: (model.config().image.region_grid * model.config().image.region_grid) as usize,
         nodes_dtype: header.nodes_dtype,
     };
     let acf_metadata = serde_json::json!({
@@ -217,7 +230,7 @@ fn run_pipeline(
         let encoded = encoder(model, &jobs, chip_rx, &row_tx, opts.batch.max(1), chip);
         drop(row_tx);
         let outcome =
-            writer.join().map_err(|_| AcfError::InvalidArgument("the writer thread panicked".into()))?;
+            writer.join().map_err(|_| AcfError::Thread("the index writer thread panicked".into()))?;
         encoded?;
         summary.indexed += outcome.indexed;
         summary.failed += outcome.failures.len();
@@ -269,7 +282,7 @@ fn reader(
         }
         let windows = chip_windows(scene.width, scene.height, chip, opts.stride);
         let bbox = match &scene.georef {
-            Some(g) => match grid_bbox(g, &windows, scene.width, scene.height) {
+            Some(g) => match g.grid_bbox(&windows, scene.width, scene.height) {
                 Ok(b) => b,
                 Err(e) => {
                     let _ = tx.send(FromReader::Failed {
@@ -327,27 +340,6 @@ fn reader(
         }
         let _ = tx.send(outcome.unwrap_or(FromReader::End { job, low_valid }));
     }
-}
-
-/// The CRS84 extent of a chip grid: a projection maps the scene's interior inside the image
-/// of its border, so the border windows' footprints (sampled at the same points as every
-/// chip's) bound all chips.
-fn grid_bbox(
-    georef: &crate::raster::footprint::Georef,
-    windows: &[crate::raster::Window],
-    width: usize,
-    height: usize,
-) -> gdal::errors::Result<Option<[f64; 4]>> {
-    let mut bbox: Option<[f64; 4]> = None;
-    for w in windows
-        .iter()
-        .filter(|w| w.col == 0 || w.row == 0 || w.col + w.width == width || w.row + w.height == height)
-    {
-        let f = georef.footprint(w)?.bbox;
-        let b = bbox.get_or_insert(f);
-        *b = [b[0].min(f[0]), b[1].min(f[1]), b[2].max(f[2]), b[3].max(f[3])];
-    }
-    Ok(bbox)
 }
 
 /// The reason part of a raster error (the path is printed by whoever reports it).
@@ -440,7 +432,7 @@ fn encoder(
                 FromReader::Abandoned { job } => ToWriter::Abandoned { job },
             };
             if tx.send(out).is_err() {
-                return Err(AcfError::InvalidArgument("the writer stopped".into()));
+                return Err(AcfError::Thread("the index writer stopped before the encoder".into()));
             }
         }
         Ok(())
@@ -456,30 +448,6 @@ fn encoder(
         }
     }
     flush(&mut pending)
-}
-
-/// A raw window as the model's (3, chip, chip) 8-bit input: stretched when not 8-bit,
-/// invalid pixels black, padded at the right and bottom.
-pub(crate) fn to_model_chip(raw: &RawChip, stretch: Option<&[Stretch; 3]>, chip: usize) -> Vec<u8> {
-    let (w, h) = (raw.window.width, raw.window.height);
-    let n = w * h;
-    let mut out = vec![0u8; 3 * chip * chip];
-    for k in 0..3 {
-        for y in 0..h {
-            for x in 0..w {
-                let i = y * w + x;
-                if raw.valid.as_ref().is_some_and(|v| !v[i]) {
-                    continue;
-                }
-                out[k * chip * chip + y * chip + x] = match (&raw.data, stretch) {
-                    (WindowData::Byte(b), _) => b[k * n + i],
-                    (WindowData::Float(f), Some(s)) => s[k].apply(f[k * n + i]),
-                    (WindowData::Float(f), None) => f[k * n + i].clamp(0.0, 255.0) as u8,
-                };
-            }
-        }
-    }
-    out
 }
 
 struct WriterOutcome {
@@ -512,24 +480,7 @@ fn writer(
     let fail = |out: &mut WriterOutcome, job: usize, reason: String, info: Option<SceneInfo>| {
         let scene = &jobs[job];
         tracing::error!("{}: {reason}", scene.path);
-        for stale in index.stale_files(&scene.scene_id, None) {
-            let _ = std::fs::remove_file(stale);
-        }
-        let record = SceneRecord {
-            path: scene.path.clone(),
-            scene_id: scene.scene_id.clone(),
-            fingerprint: scene.fingerprint.clone(),
-            status: SceneStatus::Failed,
-            part: None,
-            chips: 0,
-            chips_low_valid: 0,
-            size: info.as_ref().map(|i| i.size),
-            crs: info.and_then(|i| i.crs),
-            error: Some(reason.clone()),
-            indexed_at: now_s(),
-            seconds: 0.0,
-        };
-        if let Err(e) = index.write_record(&record) {
+        if let Err(e) = index.record_failure(&scene.meta(info.as_ref()), &reason) {
             tracing::error!("{e}");
         }
         out.failures.push((scene.path.clone(), reason));
@@ -574,7 +525,7 @@ fn writer(
                     continue;
                 }
                 let Some(f) = f else { continue };
-                match publish(index, &jobs[job], f, low_valid, model_fp) {
+                match publish(index, &jobs[job], f, low_valid) {
                     Ok(record) => {
                         out.indexed += 1;
                         out.chips += record.chips;
@@ -607,47 +558,157 @@ fn writer(
     out
 }
 
-/// Replaces the scene's rows: old part files go first (so no reader ever sees the scene
-/// twice), then the new part appears by rename, then the record names it.
+/// Commits a finished scene ([`IndexDir::commit_scene`]); on failure returns the reason
+/// and what was known of the scene, for its failure record.
 fn publish(
     index: &IndexDir,
     scene: &SceneJob,
     mut f: InFlight,
     low_valid: u64,
-    model_fp: &str,
 ) -> std::result::Result<SceneRecord, (String, Option<SceneInfo>)> {
-    let name = IndexDir::part_name(&scene.scene_id, &scene.fingerprint, model_fp);
-    let chips = f.part.as_ref().map_or(0, |p| p.rows()) as u64;
-    for stale in index.stale_files(&scene.scene_id, None) {
-        if f.part.as_ref().is_some_and(|p| stale == p.tmp_path() || stale == p.final_path()) {
-            continue;
-        }
-        if let Err(e) = std::fs::remove_file(&stale) {
-            return Err((format!("cannot remove old part {}: {e}", stale.display()), f.info.take()));
+    let info = f.info.take();
+    let meta = scene.meta(info.as_ref());
+    index
+        .commit_scene(&meta, f.part.take(), low_valid, f.started.elapsed().as_secs_f64())
+        .map_err(|e| (e.to_string(), info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::NodesDtype;
+
+    const FIXTURE: &str =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/geotiff/naip-4band-150x200.tif");
+
+    fn job(path: &str) -> SceneJob {
+        SceneJob {
+            path: path.to_string(),
+            scene_id: scene_id(path),
+            fingerprint: SceneFingerprint { size: 1, mtime_ns: 2, sha256: None },
         }
     }
-    let part = match f.part.take() {
-        Some(p) => match p.publish() {
-            Ok(_) => Some(name),
-            Err(e) => return Err((e.to_string(), f.info.take())),
-        },
-        None => None,
-    };
-    let info = f.info.take();
-    let record = SceneRecord {
-        path: scene.path.clone(),
-        scene_id: scene.scene_id.clone(),
-        fingerprint: scene.fingerprint.clone(),
-        status: SceneStatus::Ok,
-        part,
-        chips,
-        chips_low_valid: low_valid,
-        size: info.as_ref().map(|i| i.size),
-        crs: info.as_ref().and_then(|i| i.crs.clone()),
-        error: None,
-        indexed_at: now_s(),
-        seconds: f.started.elapsed().as_secs_f64(),
-    };
-    index.write_record(&record).map_err(|e| (e.to_string(), info))?;
-    Ok(record)
+
+    fn options(stride: usize) -> IndexOptions {
+        IndexOptions {
+            inputs: Inputs { paths: vec![], from_list: None, include: vec![], exclude: vec![], shard: None },
+            out: std::path::PathBuf::new(),
+            read: ReadOptions { bands: None, scale: None },
+            stride,
+            min_valid: 0.0,
+            batch: 4,
+            readers: 1,
+            nodes_dtype: None,
+            verify: false,
+            new_model: false,
+            progress: false,
+        }
+    }
+
+    /// What one reader sends for `jobs`, as a list of event names.
+    fn read_events(jobs: &[SceneJob], chip: usize, stride: usize, interrupt: bool) -> Vec<String> {
+        let (job_tx, job_rx) = unbounded();
+        for j in 0..jobs.len() {
+            job_tx.send(j).unwrap();
+        }
+        drop(job_tx);
+        let (tx, rx) = unbounded();
+        reader(jobs, &job_rx, &tx, &options(stride), chip, &AtomicBool::new(interrupt));
+        drop(tx);
+        rx.iter()
+            .map(|m| match m {
+                FromReader::Start { job, info } => format!("start {job} {}x{}", info.size.0, info.size.1),
+                FromReader::Chip { job, raw, footprint, .. } => {
+                    format!("chip {job} {},{} geo={}", raw.window.col, raw.window.row, footprint.is_some())
+                }
+                FromReader::End { job, .. } => format!("end {job}"),
+                FromReader::Failed { job, .. } => format!("failed {job}"),
+                FromReader::Abandoned { job } => format!("abandoned {job}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_reader_sends_start_every_window_in_order_then_end() {
+        let events = read_events(&[job(FIXTURE)], 100, 100, false);
+        // 150 × 200 pixels with 100-pixel chips: columns 0, 50 and rows 0, 100.
+        assert_eq!(
+            events,
+            vec![
+                "start 0 150x200",
+                "chip 0 0,0 geo=true",
+                "chip 0 50,0 geo=true",
+                "chip 0 0,100 geo=true",
+                "chip 0 50,100 geo=true",
+                "end 0"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reader_reports_an_unreadable_scene_and_goes_on() {
+        let events = read_events(&[job("/nonexistent/scene.tif"), job(FIXTURE)], 224, 224, false);
+        assert_eq!(events.first().map(String::as_str), Some("failed 0"));
+        assert_eq!(events.last().map(String::as_str), Some("end 1"));
+    }
+
+    #[test]
+    fn an_interrupted_reader_starts_nothing() {
+        assert!(read_events(&[job(FIXTURE)], 224, 224, true).is_empty());
+    }
+
+    fn row(scene: &SceneJob, col: i32, schema: ChipSchema) -> Box<ChipRow> {
+        Box::new(ChipRow {
+            chip_id: format!("{}_{col}_0", scene.scene_id),
+            scene: scene.path.clone(),
+            scene_fingerprint: scene.fingerprint.key(),
+            window: [col, 0, 4, 4],
+            padded: false,
+            crs: None,
+            footprint: None,
+            valid_fraction: 1.0,
+            acquired_us: None,
+            global: vec![0.5; schema.embed_dim],
+            nodes: vec![0.25; schema.embed_dim * schema.regions],
+        })
+    }
+
+    fn info() -> SceneInfo {
+        SceneInfo { size: (8, 4), bbox: None, crs: None, acquired_us: None }
+    }
+
+    #[test]
+    fn the_writer_commits_finished_scenes_and_records_failed_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = IndexDir::create(dir.path()).unwrap();
+        let jobs = vec![job("/a.tif"), job("/b.tif"), job("/c.tif")];
+        let schema = ChipSchema { embed_dim: 4, regions: 2, nodes_dtype: NodesDtype::F32 };
+        let (tx, rx) = unbounded();
+        for m in [
+            ToWriter::Start { job: 0, info: info() },
+            ToWriter::Start { job: 1, info: info() },
+            ToWriter::Row { job: 0, row: row(&jobs[0], 0, schema) },
+            ToWriter::Row { job: 1, row: row(&jobs[1], 0, schema) },
+            ToWriter::Row { job: 0, row: row(&jobs[0], 4, schema) },
+            ToWriter::Failed { job: 1, reason: "bad block".into() },
+            ToWriter::End { job: 0, low_valid: 3 },
+            ToWriter::Start { job: 2, info: info() },
+            ToWriter::Row { job: 2, row: row(&jobs[2], 0, schema) },
+            ToWriter::Abandoned { job: 2 },
+        ] {
+            tx.send(m).unwrap();
+        }
+        drop(tx);
+        let out = writer(&index, &jobs, rx, schema, "{}", "model", &ProgressBar::hidden());
+        assert_eq!((out.indexed, out.chips, out.low_valid), (1, 2, 3));
+        assert_eq!(out.failures, vec![("/b.tif".to_string(), "bad block".to_string())]);
+        let a = index.record(&jobs[0].scene_id).unwrap();
+        assert_eq!((a.status, a.chips, a.chips_low_valid), (crate::storage::SceneStatus::Ok, 2, 3));
+        assert!(dir.path().join(a.part.unwrap()).is_file());
+        let b = index.record(&jobs[1].scene_id).unwrap();
+        assert_eq!((b.status, b.error.as_deref()), (crate::storage::SceneStatus::Failed, Some("bad block")));
+        assert!(index.record(&jobs[2].scene_id).is_none(), "an abandoned scene leaves no record");
+        let parts: Vec<_> = std::fs::read_dir(dir.path().join("parts")).unwrap().collect();
+        assert_eq!(parts.len(), 1, "nothing of the failed or abandoned scenes is left");
+    }
 }

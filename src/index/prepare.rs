@@ -2,18 +2,14 @@
 //! "already indexed" and "to do" by their fingerprints.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{AcfError, Result};
+use crate::files::short_fingerprint;
 use crate::model::model_dir::ModelDir;
-use crate::storage::{IndexDir, IndexHeader, NodesDtype, SceneFingerprint, SceneRecord, SceneStatus};
-
-/// Unix seconds now.
-pub fn now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+use crate::storage::{IndexDir, IndexHeader, NodesDtype, SceneFingerprint, SceneRecord, SceneStatus, now_s};
 
 /// Checks that the index was built with `model` (or starts a new one with `new_model`) and
 /// returns its header.
@@ -50,8 +46,8 @@ pub fn check_model(
                 "{}: --new-model: removing the index of model {} ({}) to start one for {} ({})",
                 index.root.display(),
                 h.model_name,
-                short(&h.model_fingerprint),
-                model.model.config.name,
+                short_fingerprint(&h.model_fingerprint),
+                model.config().name,
                 model.short_fingerprint()
             );
             for record in index.records()?.into_values() {
@@ -69,17 +65,13 @@ pub fn check_model(
             reason: format!(
                 "built with model {} ({}), this run uses {} ({}) from {}: pass --model with the index's model, or --new-model to start a new index here",
                 h.model_name,
-                short(&h.model_fingerprint),
-                model.model.config.name,
+                short_fingerprint(&h.model_fingerprint),
+                model.config().name,
                 model.short_fingerprint(),
                 model.dir.display()
             ),
         }),
     }
-}
-
-fn short(fp: &str) -> &str {
-    &fp[..12.min(fp.len())]
 }
 
 fn remove(path: &Path) -> Result<()> {
@@ -126,7 +118,7 @@ fn hash_file(path: &str) -> std::result::Result<String, String> {
     let mut file = std::fs::File::open(path).map_err(|e| format!("--verify: cannot read ({e})"))?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).map_err(|e| format!("--verify: cannot read ({e})"))?;
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::files::hex(&hasher.finalize()))
 }
 
 /// True when `record` says the scene is indexed with this content and its part is there.

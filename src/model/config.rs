@@ -157,6 +157,57 @@ pub struct TrainingConfig {
     /// (hardest negatives from a random start tend to collapse, VSE++ Sec. 4).
     pub warmup_sum_epochs: i64,
     pub seed: u64,
+    /// What one epoch visits: one random caption per image, or every caption.
+    #[serde(default)]
+    pub captions_per_epoch: CaptionsPerEpoch,
+    /// How the learning rate changes over the run.
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// Final learning rate of the cosine schedule.
+    #[serde(default)]
+    pub lr_min: f64,
+    /// Probability that a training caption's word becomes `<unk>` (word dropout), so the
+    /// `<unk>` embedding is trained into a neutral token instead of staying random.
+    #[serde(default)]
+    pub word_dropout: f64,
+}
+
+/// What one training epoch visits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptionsPerEpoch {
+    /// One random caption per image (an epoch = one pass over the images).
+    #[default]
+    One,
+    /// Every (image, caption) pair once (an epoch = one pass over the captions).
+    All,
+}
+
+/// The learning-rate schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// `learning_rate · lr_decay^(epoch / lr_decay_every)` (Sec. 4.2).
+    #[default]
+    Step,
+    /// Half a cosine from `learning_rate` to `lr_min` over all steps of the run.
+    Cosine,
+}
+
+impl TrainingConfig {
+    /// The learning rate at `step` of `total_steps` (the step schedule needs only the epoch).
+    pub fn learning_rate_at(&self, epoch: i64, step: i64, total_steps: i64) -> f64 {
+        match self.lr_schedule {
+            LrSchedule::Step => {
+                self.learning_rate * self.lr_decay.powi((epoch / self.lr_decay_every.max(1)) as i32)
+            }
+            LrSchedule::Cosine => {
+                let t = (step as f64 / total_steps.max(1) as f64).clamp(0.0, 1.0);
+                self.lr_min
+                    + 0.5 * (self.learning_rate - self.lr_min) * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
 }
 
 impl Config {
@@ -227,6 +278,10 @@ impl Config {
                 adam_eps: 1e-8,
                 warmup_sum_epochs: 1,
                 seed: 42,
+                captions_per_epoch: CaptionsPerEpoch::One,
+                lr_schedule: LrSchedule::Step,
+                lr_min: 0.0,
+                word_dropout: 0.0,
             },
         }
     }

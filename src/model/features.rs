@@ -54,3 +54,9 @@ impl TextFeatures {
         self.len() == 0
     }
 }
+
+/// Divides each vector along `dim` by its L2 norm (guarded against zero): every feature the
+/// model emits (regions, words, global vectors) is unit length.
+pub fn l2_normalize(x: &Tensor, dim: i64) -> Tensor {
+    x / x.norm_scalaropt_dim(2.0, [dim], true).clamp_min(1e-12)
+}

@@ -6,7 +6,8 @@ use tch::{Kind, Tensor};
 
 use super::config::Config;
 use super::features::ImageFeatures;
-use super::vig::{Downsample, Ffn, GraphSpec, Grapher, Stem, l2_normalize};
+use super::features::l2_normalize;
+use super::vig::{Downsample, Ffn, GraphSpec, Grapher, Stem};
 
 /// One entry of the backbone list, in the order of the official `backbone` ModuleList.
 // A dozen layers, built once: boxing the larger variant would buy nothing.

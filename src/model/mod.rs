@@ -34,8 +34,6 @@ pub struct AcfModel {
     vs: nn::VarStore,
     image: ImageEncoder,
     text: TextEncoder,
-    /// The image encoder rebuilt for inference by [`AcfModel::prepare_inference`].
-    inference: Option<InferenceImageEncoder>,
 }
 
 impl AcfModel {
@@ -45,7 +43,7 @@ impl AcfModel {
         let root = vs.root();
         let image = ImageEncoder::new(&(&root / "image"), &config);
         let text = TextEncoder::new(&(&root / "text"), &config, vocab.len() as i64);
-        AcfModel { config, vocab, vs, image, text, inference: None }
+        AcfModel { config, vocab, vs, image, text }
     }
 
     /// The device the weights live on.
@@ -58,10 +56,9 @@ impl AcfModel {
         &self.vs
     }
 
-    /// Mutable weights (for loading). Drops the encoder made by [`AcfModel::prepare_inference`],
-    /// whose folded weights would no longer match.
+    /// Mutable weights (for loading). An inference encoder made before from these weights
+    /// ([`AcfModel::inference_image_encoder`]) no longer matches them after a change.
     pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
-        self.inference = None;
         &mut self.vs
     }
 
@@ -95,32 +92,6 @@ impl AcfModel {
         probe: Option<&Tensor>,
     ) -> InferenceImageEncoder {
         InferenceImageEncoder::build(&self.image, opts, probe)
-    }
-
-    /// Builds the inference encoder that [`AcfModel::encode_pixels_inference`] uses and
-    /// returns it. Call again after the weights change in place (e.g. an optimiser step);
-    /// [`AcfModel::var_store_mut`] drops it.
-    pub fn prepare_inference(
-        &mut self,
-        opts: &InferenceOptions,
-        probe: Option<&Tensor>,
-    ) -> &InferenceImageEncoder {
-        self.inference.insert(InferenceImageEncoder::build(&self.image, opts, probe))
-    }
-
-    /// The encoder made by [`AcfModel::prepare_inference`], if any.
-    pub fn inference_encoder(&self) -> Option<&InferenceImageEncoder> {
-        self.inference.as_ref()
-    }
-
-    /// Encodes 8-bit chips without autograd: with the prepared inference encoder when
-    /// there is one, otherwise with the training-form encoder in eval mode (same features
-    /// up to rounding, slower).
-    pub fn encode_pixels_inference(&self, pixels: &Tensor) -> ImageFeatures {
-        match &self.inference {
-            Some(encoder) => encoder.encode_pixels(pixels),
-            None => tch::no_grad(|| self.encode_pixels(pixels, false)),
-        }
     }
 
     /// Encodes token ids (T, m) with their lengths (T).

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
-use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 use super::{AcfModel, Config, Vocab};
@@ -51,9 +50,14 @@ impl ModelDir {
         Ok(ModelDir { model, dir: dir.to_path_buf(), fingerprint })
     }
 
+    /// The model's configuration (every hyperparameter, as in `config.json`).
+    pub fn config(&self) -> &Config {
+        &self.model.config
+    }
+
     /// Short form of the fingerprint for display.
     pub fn short_fingerprint(&self) -> &str {
-        &self.fingerprint[..12.min(self.fingerprint.len())]
+        crate::files::short_fingerprint(&self.fingerprint)
     }
 }
 
@@ -71,19 +75,7 @@ pub fn save(model: &AcfModel, dir: &Path, card_markdown: &str) -> Result<String>
     Ok(fingerprint)
 }
 
-/// Writes `bytes` to `path` via `path.tmp` + rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|e| AcfError::io(&tmp, "cannot write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| AcfError::io(path, "cannot publish (rename)", e))
-}
-
-/// Hex sha256 of a byte string.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::files::{sha256_hex, write_atomic};
 
 /// All variables (trainable and buffers such as BatchNorm statistics) as float32 safetensors.
 fn serialize_weights(model: &AcfModel) -> Result<Vec<u8>> {

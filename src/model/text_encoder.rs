@@ -9,11 +9,8 @@ use tch::nn::{self, Module, RNN};
 use tch::{Kind, Tensor};
 
 use crate::model::config::Config;
-use crate::model::features::TextFeatures;
+use crate::model::features::{TextFeatures, l2_normalize};
 
-/// Floor of the norm in L2 normalisation (as `torch.nn.functional.normalize`); keeps zero
-/// rows zero instead of NaN.
-const NORM_EPS: f64 = 1e-12;
 /// Logit given to padded neighbours before the GAT softmax: exp underflows to exactly 0,
 /// while a caption without any real word still gets a finite (uniform) softmax.
 const MASKED_LOGIT: f64 = -1e9;
@@ -75,11 +72,6 @@ pub struct TextEncoder {
     gat: Option<Gat>,
 }
 
-/// Row-wise L2 normalisation over the last dimension.
-fn l2_normalize(x: &Tensor) -> Tensor {
-    x / x.norm_scalaropt_dim(2, [-1], true).clamp_min(NORM_EPS)
-}
-
 impl TextEncoder {
     /// Creates the encoder for a vocabulary of `vocab_size` entries (id 0 = `<pad>`), with
     /// sizes from `cfg.text` and `cfg.embed_dim`.
@@ -137,10 +129,10 @@ impl TextEncoder {
             Some(gat) => &e + gat.forward(&e, &mask),
             None => e,
         };
-        let words = l2_normalize(&h) * mask.unsqueeze(-1);
+        let words = l2_normalize(&h, -1) * mask.unsqueeze(-1);
         // Eq. 4: t_g = mean of h_j over the real words, L2-normalised.
         let count = mask.sum_dim_intlist(1, true, None).clamp_min(1.0);
-        let global = l2_normalize(&(words.sum_dim_intlist(1, false, None) / count));
+        let global = l2_normalize(&(words.sum_dim_intlist(1, false, None) / count), -1);
         TextFeatures { words, mask, global }
     }
 }

@@ -6,6 +6,8 @@
 use tch::nn::{self, ModuleT};
 use tch::{Kind, Tensor};
 
+use super::features::l2_normalize;
+
 fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, groups: i64) -> nn::Conv2D {
     let cfg = nn::ConvConfig { stride, padding: k / 2, groups, ..Default::default() };
     nn::conv2d(p, c_in, c_out, k, cfg)
@@ -207,11 +209,6 @@ pub(super) fn neighbour_rows(keys: &Tensor, idx: &Tensor) -> Tensor {
     let offsets = Tensor::arange(b, (Kind::Int64, idx.device())).view([b, 1, 1]) * m;
     let rows = (idx + offsets).reshape([-1]);
     keys.reshape([b * m, c]).index_select(0, &rows).reshape([b, n, k, c])
-}
-
-/// Divides each vector along `dim` by its L2 norm (guarded against zero).
-pub fn l2_normalize(x: &Tensor, dim: i64) -> Tensor {
-    x / x.norm_scalaropt_dim(2.0, [dim], true).clamp_min(1e-12)
 }
 
 /// The fixed relative-position term of pyramid ViG: `−2·E·Eᵀ/C` for the 2-D sin-cos

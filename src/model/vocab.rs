@@ -159,13 +159,7 @@ impl Vocab {
         };
         // A struct of numbers and strings always serialises.
         let text = serde_json::to_string_pretty(&file).unwrap_or_default() + "\n";
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-        let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
-        written.map_err(|source| {
-            let _ = std::fs::remove_file(&tmp);
-            AcfError::io(path, "cannot write vocabulary", source)
-        })
+        crate::files::write_atomic(path, text.as_bytes())
     }
 
     /// Reads and checks a `vocab.json` written by [`Vocab::save`].

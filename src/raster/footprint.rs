@@ -1,23 +1,59 @@
 //! Chip footprints: the window's outline in the scene CRS (from the geotransform), densified
 //! along each edge and transformed to OGC:CRS84 (longitude, latitude) with GDAL/OGR, as a
-//! WKB polygon (written by OGR) plus its bounding box.
+//! WKB polygon (written by OGR) plus its bounding box. The [`Footprint`] type is plain data
+//! (the catalog stores it without GDAL); computing one needs the `gdal` feature.
 
+#[cfg(feature = "gdal")]
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
+#[cfg(feature = "gdal")]
 use gdal::vector::{Geometry, OGRwkbGeometryType};
 
 use super::tiling::Window;
-use crate::storage::Footprint;
+
+/// A chip's footprint in OGC:CRS84: WKB polygon and its bounding box.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Footprint {
+    /// ISO WKB of the (densified) polygon.
+    pub wkb: Vec<u8>,
+    /// `[xmin, ymin, xmax, ymax]`.
+    pub bbox: [f64; 4],
+}
 
 /// Points per window edge: enough that a projected square's curved image in CRS84 is
 /// followed to well under a pixel for chip-sized windows.
 pub const EDGE_SEGMENTS: usize = 8;
 
 /// A scene's georeferencing: geotransform and the transformation to CRS84.
+#[cfg(feature = "gdal")]
 pub struct Georef {
     pub geo_transform: [f64; 6],
     to_crs84: CoordTransform,
 }
 
+/// The ring of a window: `EDGE_SEGMENTS` points per edge, clockwise from the top-left
+/// corner in pixel space, closed.
+pub fn window_ring(window: &Window) -> Vec<(f64, f64)> {
+    let (x0, y0) = (window.col as f64, window.row as f64);
+    let (x1, y1) = (x0 + window.width as f64, y0 + window.height as f64);
+    let n = EDGE_SEGMENTS;
+    let lerp = |a: f64, b: f64, i: usize| a + (b - a) * i as f64 / n as f64;
+    let mut ring = Vec::with_capacity(4 * n + 1);
+    ring.extend((0..n).map(|i| (lerp(x0, x1, i), y0)));
+    ring.extend((0..n).map(|i| (x1, lerp(y0, y1, i))));
+    ring.extend((0..n).map(|i| (lerp(x1, x0, i), y1)));
+    ring.extend((0..n).map(|i| (x0, lerp(y1, y0, i))));
+    ring.push((x0, y0));
+    ring
+}
+
+/// The windows on the border of a `width` × `height` chip grid.
+pub fn border_windows(windows: &[Window], width: usize, height: usize) -> impl Iterator<Item = &Window> {
+    windows
+        .iter()
+        .filter(move |w| w.col == 0 || w.row == 0 || w.col + w.width == width || w.row + w.height == height)
+}
+
+#[cfg(feature = "gdal")]
 impl Georef {
     /// Builds the transformation from `srs` (the scene's CRS) to CRS84.
     pub fn new(geo_transform: [f64; 6], srs: &SpatialRef) -> gdal::errors::Result<Georef> {
@@ -34,26 +70,10 @@ impl Georef {
         (g[0] + px * g[1] + py * g[2], g[3] + px * g[4] + py * g[5])
     }
 
-    /// The ring of a window: `EDGE_SEGMENTS` points per edge, clockwise from the top-left
-    /// corner in pixel space, closed.
-    pub fn window_ring(window: &Window) -> Vec<(f64, f64)> {
-        let (x0, y0) = (window.col as f64, window.row as f64);
-        let (x1, y1) = (x0 + window.width as f64, y0 + window.height as f64);
-        let n = EDGE_SEGMENTS;
-        let lerp = |a: f64, b: f64, i: usize| a + (b - a) * i as f64 / n as f64;
-        let mut ring = Vec::with_capacity(4 * n + 1);
-        ring.extend((0..n).map(|i| (lerp(x0, x1, i), y0)));
-        ring.extend((0..n).map(|i| (x1, lerp(y0, y1, i))));
-        ring.extend((0..n).map(|i| (lerp(x1, x0, i), y1)));
-        ring.extend((0..n).map(|i| (x0, lerp(y1, y0, i))));
-        ring.push((x0, y0));
-        ring
-    }
-
     /// The window's footprint in CRS84; `Err` with GDAL's reason when a point cannot be
     /// transformed.
     pub fn footprint(&self, window: &Window) -> gdal::errors::Result<Footprint> {
-        let ring = Self::window_ring(window);
+        let ring = window_ring(window);
         let (mut xs, mut ys): (Vec<f64>, Vec<f64>) =
             ring.iter().map(|&(px, py)| self.pixel_to_scene(px, py)).unzip();
         self.to_crs84.transform_coords(&mut xs, &mut ys, &mut [])?;
@@ -67,9 +87,28 @@ impl Georef {
         polygon.add_geometry(linear_ring)?;
         Ok(Footprint { wkb: polygon.wkb()?, bbox })
     }
+
+    /// The CRS84 extent of a chip grid: a projection maps the scene's interior inside the
+    /// image of its border, so the border windows' footprints (sampled at the same points
+    /// as every chip's) bound all chips.
+    pub fn grid_bbox(
+        &self,
+        windows: &[Window],
+        width: usize,
+        height: usize,
+    ) -> gdal::errors::Result<Option<[f64; 4]>> {
+        let mut bbox: Option<[f64; 4]> = None;
+        for w in border_windows(windows, width, height) {
+            let f = self.footprint(w)?.bbox;
+            let b = bbox.get_or_insert(f);
+            *b = [b[0].min(f[0]), b[1].min(f[1]), b[2].max(f[2]), b[3].max(f[3])];
+        }
+        Ok(bbox)
+    }
 }
 
 /// The CRS as `AUTHORITY:CODE` when it has one, else its WKT.
+#[cfg(feature = "gdal")]
 pub fn crs_name(srs: &SpatialRef) -> Option<String> {
     match (srs.auth_name(), srs.auth_code()) {
         (Some(name), Ok(code)) => Some(format!("{name}:{code}")),
@@ -82,8 +121,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn border_windows_are_those_touching_an_edge() {
+        let windows = crate::raster::chip_windows(800, 800, 224, 112);
+        let border: Vec<_> = border_windows(&windows, 800, 800).collect();
+        // 7 × 7 windows (0, 112, …, 576): the 5 × 5 inner ones touch no edge.
+        assert_eq!((windows.len(), border.len()), (49, 24));
+        assert!(
+            border
+                .iter()
+                .all(|w| w.col == 0 || w.row == 0 || w.col + w.width == 800 || w.row + w.height == 800)
+        );
+    }
+
+    #[test]
     fn a_ring_walks_the_window_edges_and_closes() {
-        let ring = Georef::window_ring(&Window { col: 10, row: 20, width: 224, height: 100 });
+        let ring = window_ring(&Window { col: 10, row: 20, width: 224, height: 100 });
         assert_eq!(ring.len(), 4 * EDGE_SEGMENTS + 1);
         assert_eq!(ring[0], (10.0, 20.0));
         assert_eq!(ring[EDGE_SEGMENTS], (234.0, 20.0));
@@ -92,6 +144,7 @@ mod tests {
         assert_eq!(ring.last(), ring.first());
     }
 
+    #[cfg(feature = "gdal")]
     #[test]
     fn utm_corners_match_a_hand_checked_transformation() {
         // EPSG:32618 easting 500000 on the equator is 75°W, 0°.

@@ -1,14 +1,16 @@
 //! Reading scenes: the chip grid of a scene ([`tiling`], pure), and GDAL windowed reads with
 //! band selection, 8-bit conversion, nodata masks and CRS84 footprints ([`scene`], behind
-//! the default `gdal` feature).
+//! the default `gdal` feature), chip footprints ([`footprint`]) and the conversion of a read
+//! window into the model's 8-bit input ([`chip`]).
 
+#[cfg(feature = "gdal")]
+pub mod chip;
+pub mod footprint;
+#[cfg(feature = "gdal")]
+pub mod scene;
 pub mod stretch;
 pub mod tiling;
 pub mod timestamp;
 
-#[cfg(feature = "gdal")]
-pub mod footprint;
-#[cfg(feature = "gdal")]
-pub mod scene;
-
+pub use footprint::Footprint;
 pub use tiling::{Window, chip_windows};

@@ -51,8 +51,8 @@ pub fn synthetic_index(model: &ModelDir, dir: &Path, chips: usize) -> Result<()>
     if index.live_parts()?.iter().map(|(_, r)| r.chips as usize).sum::<usize>() == chips {
         return Ok(());
     }
-    let d = model.model.config.embed_dim as usize;
-    let k = model.model.config.image.region_grid.pow(2) as usize;
+    let d = model.config().embed_dim as usize;
+    let k = model.config().image.region_grid.pow(2) as usize;
     let schema = ChipSchema { embed_dim: d, regions: k, nodes_dtype: header.nodes_dtype };
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let blocks: Vec<Vec<f32>> =
@@ -147,7 +147,7 @@ pub fn bench_query(
             stage1_ms: r.stage1_ms,
             stage2_ms: r.stage2_ms,
             total_ms: total,
-            peak_rss_mib: crate::index::info::peak_rss_mib(),
+            peak_rss_mib: crate::device::peak_rss_mib(),
         };
         if run == 0 {
             rows.push(row);

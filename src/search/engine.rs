@@ -9,14 +9,13 @@ use rayon::prelude::*;
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
-use super::fetch::{StoredChip, read_features, read_rows};
 use super::filters::Filters;
 use super::scan::{Candidate, RowRef, TopN, scan};
 use crate::error::{AcfError, Result};
+use crate::model::features::l2_normalize;
 use crate::model::features::{ImageFeatures, TextFeatures};
 use crate::model::model_dir::ModelDir;
-use crate::model::vig::l2_normalize;
-use crate::storage::{IndexDir, NodesDtype, SceneStatus};
+use crate::storage::{IndexDir, NodesDtype, SceneStatus, StoredChip, read_features, read_rows};
 
 /// How to search.
 #[derive(Debug, Clone)]
@@ -81,7 +80,7 @@ pub fn search(
                 "built with model {} ({}), the query model is {} ({}) from {}: pass --model with the index's model",
                 header.model_name,
                 &header.model_fingerprint[..12.min(header.model_fingerprint.len())],
-                model.model.config.name,
+                model.config().name,
                 model.short_fingerprint(),
                 model.dir.display()
             ),
@@ -103,7 +102,7 @@ pub fn search(
         live.into_iter().filter(|(_, r)| opts.filters.scene_ok(&r.path)).map(|(p, _)| p).collect();
     let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
     let (text_feats, encoded) = model.model.encode_captions(&texts)?;
-    let dim = model.model.config.embed_dim as usize;
+    let dim = model.config().embed_dim as usize;
     let query_globals: Vec<f32> = Vec::<f32>::try_from(
         text_feats.global.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]),
     )?;
@@ -193,8 +192,8 @@ fn narrow_text(t: &TextFeatures, i: usize) -> TextFeatures {
 /// Stored chips as image features on the model's device (rows renormalised: Float16
 /// storage leaves them within about 1e-3 of unit length).
 pub fn chip_features(model: &ModelDir, chips: &[&StoredChip]) -> Result<ImageFeatures> {
-    let d = model.model.config.embed_dim;
-    let k = model.model.config.image.region_grid.pow(2);
+    let d = model.config().embed_dim;
+    let k = model.config().image.region_grid.pow(2);
     let n = chips.len() as i64;
     let mut bytes = Vec::with_capacity(chips.iter().map(|c| c.nodes.len()).sum());
     let dtype = chips.first().map_or(NodesDtype::F32, |c| c.nodes_dtype);

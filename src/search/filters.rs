@@ -1,9 +1,9 @@
 //! Query filters: a CRS84 bounding box (against the `bbox` covering column and row-group
 //! statistics), scene path globs, and an acquisition time range.
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 
-use crate::error::{AcfError, Result};
+use crate::error::Result;
 
 /// What a chip must satisfy to be ranked at all.
 #[derive(Debug, Clone, Default)]
@@ -22,18 +22,7 @@ impl Filters {
     /// Builds the scene glob set (`*.tif` matches file names anywhere; patterns with `/`
     /// match whole paths).
     pub fn scene_globs(patterns: &[String]) -> Result<Option<GlobSet>> {
-        if patterns.is_empty() {
-            return Ok(None);
-        }
-        let mut b = GlobSetBuilder::new();
-        for p in patterns {
-            let p = if p.contains('/') { p.clone() } else { format!("**/{p}") };
-            b.add(
-                Glob::new(&p)
-                    .map_err(|e| AcfError::InvalidArgument(format!("bad --scene glob '{p}': {e}")))?,
-            );
-        }
-        b.build().map(Some).map_err(|e| AcfError::InvalidArgument(format!("bad --scene globs: {e}")))
+        crate::files::glob_set(patterns)
     }
 
     /// Whether a scene path passes the scene filter.

@@ -2,15 +2,15 @@
 //!
 //! Stage 1 ([`scan`]) streams only the `global` column (plus filter columns) of every live
 //! part file, in parallel, and keeps the N chips with the highest `sim_g` per query. Stage 2
-//! ([`fetch`]) reads `nodes` for just those rows (a Parquet row selection) and [`engine`]
-//! ranks them by the full score S (correction, filtering, both directions, global term).
+//! reads `nodes` for just those rows (a Parquet row selection, [`crate::storage::chip_reader`])
+//! and [`engine`] ranks them by the full score S (correction, filtering, both directions,
+//! global term). Reading the catalog is `storage`'s work; this module filters, scores and ranks.
 
 pub mod bench;
 pub mod engine;
-pub mod fetch;
 pub mod filters;
-pub mod global_column;
 pub mod output;
+pub mod rank;
 pub mod scan;
 #[cfg(feature = "gdal")]
 pub mod thumbnails;

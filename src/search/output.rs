@@ -10,7 +10,7 @@ use super::engine::{Hit, QueryResult};
 use crate::error::{AcfError, Result};
 
 /// Output format of `acf-index query`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// rank, S, sim_g, scene, window, lon/lat of the centre.
     Table,
@@ -59,8 +59,10 @@ pub fn write(results: &[QueryResult], format: Format, out: &mut dyn Write) -> Re
         Format::Json => {
             for r in results {
                 for h in &r.hits {
-                    let mut v =
-                        serde_json::to_value(h).map_err(|e| AcfError::InvalidArgument(e.to_string()))?;
+                    let mut v = serde_json::to_value(h).map_err(|e| AcfError::Serialize {
+                        what: format!("hit {}", h.chip_id),
+                        reason: e.to_string(),
+                    })?;
                     v["query"] = json!(r.query);
                     writeln!(out, "{v}").map_err(io)?;
                 }
@@ -128,12 +130,16 @@ pub fn geojson(results: &[QueryResult]) -> Result<Value> {
 #[cfg(feature = "gdal")]
 fn geometry(h: &Hit) -> Result<Value> {
     let Some(wkb) = &h.geometry else { return Ok(Value::Null) };
-    let bad = |e: gdal::errors::GdalError| {
-        AcfError::InvalidArgument(format!("chip {}: bad stored geometry: {e}", h.chip_id))
+    let bad = |e: gdal::errors::GdalError| AcfError::Serialize {
+        what: format!("chip {} geometry", h.chip_id),
+        reason: format!("bad stored geometry: {e}"),
     };
     let g = gdal::vector::Geometry::from_wkb(wkb).map_err(bad)?;
     let text = g.json().map_err(bad)?;
-    serde_json::from_str(&text).map_err(|e| AcfError::InvalidArgument(format!("chip {}: {e}", h.chip_id)))
+    serde_json::from_str(&text).map_err(|e| AcfError::Serialize {
+        what: format!("chip {} geometry", h.chip_id),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(not(feature = "gdal"))]

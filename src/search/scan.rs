@@ -1,23 +1,16 @@
 //! Stage 1: `sim_g` of every chip against every query, reading only the `global` column
-//! (and `bbox` / `acquired` when filtering), row groups skipped by their statistics, files
-//! scanned in parallel; the top N per query are kept.
+//! (and `bbox` / `acquired` when filtering) through [`GlobalReader`], row groups skipped by
+//! their statistics, files scanned in parallel; the top N per query are kept.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, FixedSizeListArray, Float32Array, Float64Array, StructArray};
-use arrow::datatypes::TimestampMicrosecondType;
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::file::metadata::{ParquetMetaData, RowGroupMetaData};
-use parquet::file::statistics::Statistics;
 use rayon::prelude::*;
 
 use super::filters::{Filters, intersects};
-use crate::error::{AcfError, Result};
+use crate::error::Result;
+use crate::storage::{GlobalReader, RowGroupSummary};
 
 /// A chip's place: part file (index into the query's file list) and row in that file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -138,28 +131,6 @@ pub fn scan(
     Ok((tops, stats))
 }
 
-/// Opens a part file's Parquet metadata (and the reader builder).
-pub fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    let file = File::open(path).map_err(|e| AcfError::io(path, "cannot open part file", e))?;
-    open_file(path, file)
-}
-
-fn open_file(path: &Path, file: File) -> Result<ParquetRecordBatchReaderBuilder<File>> {
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| AcfError::Index {
-        path: path.to_path_buf(),
-        reason: format!("not a readable Parquet file: {e}"),
-    })
-}
-
-/// Index of a top-level column by name.
-pub fn root_index(builder_meta: &ParquetMetaData, name: &str, path: &Path) -> Result<usize> {
-    let schema = builder_meta.file_metadata().schema_descr();
-    schema.root_schema().get_fields().iter().position(|f| f.name() == name).ok_or_else(|| AcfError::Index {
-        path: path.to_path_buf(),
-        reason: format!("no '{name}' column: not an acf-index part file"),
-    })
-}
-
 fn scan_file(
     file_index: usize,
     path: &Path,
@@ -170,194 +141,30 @@ fn scan_file(
 ) -> Result<(Vec<TopN>, ScanStats)> {
     let mut tops = empty_tops(queries, dim, n);
     let mut stats = ScanStats::default();
-    // One open and one footer parse serve both the page fast path and the Arrow reader.
-    let file = File::open(path).map_err(|e| AcfError::io(path, "cannot open part file", e))?;
-    let builder =
-        open_file(path, file.try_clone().map_err(|e| AcfError::io(path, "cannot open part file", e))?)?;
-    let meta = builder.metadata().clone();
-    let mut columns = vec![root_index(&meta, "global", path)?];
-    if filters.needs_columns() {
-        columns.push(root_index(&meta, "bbox", path)?);
-        columns.push(root_index(&meta, "acquired", path)?);
-    }
-    // Row groups that can hold a match, with the file row number each one starts at.
-    let mut groups = Vec::new();
-    let mut starts = Vec::new();
-    let mut start = 0usize;
-    for (i, rg) in meta.row_groups().iter().enumerate() {
-        if row_group_may_match(rg, filters) {
-            groups.push(i);
-            starts.push(start);
-        } else {
-            stats.row_groups_skipped += 1;
-        }
-        start += rg.num_rows() as usize;
-    }
+    let reader = GlobalReader::open(path)?;
+    let (groups, skipped): (Vec<RowGroupSummary>, Vec<RowGroupSummary>) =
+        reader.row_groups().into_iter().partition(|g| row_group_may_match(g, filters));
     stats.row_groups_read = groups.len();
-    if groups.is_empty() {
-        return Ok((tops, stats));
-    }
-    if !filters.needs_columns()
-        && let Some(fast) = scan_pages(file_index, Arc::new(file), &meta, &groups, &starts, queries, dim, n)
-    {
-        stats.chips_scanned = groups.iter().map(|&g| meta.row_group(g).num_rows() as u64).sum();
-        return Ok((fast, stats));
-    }
-    let mask = ProjectionMask::roots(meta.file_metadata().schema_descr(), columns);
-    let reader = builder
-        .with_projection(mask)
-        .with_row_groups(groups.clone())
-        .with_batch_size(4096)
-        .build()
-        .map_err(|e| bad(path, e))?;
-    // Batches never span row groups of different starts? They may: track rows per group.
-    let mut group = 0usize;
-    let mut in_group = 0usize;
-    let group_rows: Vec<usize> = groups.iter().map(|&g| meta.row_group(g).num_rows() as usize).collect();
-    for batch in reader {
-        let batch = batch
-            .map_err(|e| AcfError::Index { path: path.to_path_buf(), reason: format!("cannot read: {e}") })?;
-        // A projection keeps the file's column order, whatever order it was asked in.
-        let global = batch
-            .column_by_name("global")
-            .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
-            .ok_or_else(|| not_global(path))?;
-        let values =
-            global.values().as_any().downcast_ref::<Float32Array>().ok_or_else(|| not_global(path))?;
-        if global.value_length() as usize != dim {
-            return Err(AcfError::Index {
-                path: path.to_path_buf(),
-                reason: format!("global vectors of {} floats, the model makes {dim}", global.value_length()),
-            });
+    stats.row_groups_skipped = skipped.len();
+    let filtered = filters.needs_columns();
+    reader.for_each(&groups, dim, filtered, |chip| {
+        if filtered && !(filters.bbox_ok(chip.bbox) && filters.time_ok(chip.acquired_us)) {
+            return;
         }
-        let values = &values.values()[global.offset() * dim..];
-        let (bbox, acquired) = if filters.needs_columns() {
-            (
-                batch.column_by_name("bbox").and_then(|c| c.as_struct_opt().cloned()),
-                batch
-                    .column_by_name("acquired")
-                    .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>().cloned()),
-            )
-        } else {
-            (None, None)
-        };
-        for i in 0..batch.num_rows() {
-            while in_group >= group_rows[group] {
-                group += 1;
-                in_group = 0;
-            }
-            let row = starts[group] + in_group;
-            in_group += 1;
-            if let Some(b) = &bbox
-                && !filters.bbox_ok(bbox_at(b, i))
-            {
-                continue;
-            }
-            if let Some(a) = &acquired
-                && !filters.time_ok(a.is_valid(i).then(|| a.value(i)))
-            {
-                continue;
-            }
-            stats.chips_scanned += 1;
-            offer(&mut tops, queries, &values[i * dim..(i + 1) * dim], RowRef { file: file_index, row });
-        }
-    }
+        stats.chips_scanned += 1;
+        offer(&mut tops, queries, chip.global, RowRef { file: file_index, row: chip.row });
+    })?;
     Ok((tops, stats))
 }
 
-/// Unfiltered scan through [`global_column`](super::global_column); `None` when the file
-/// does not allow it (then the Arrow reader does the scan).
-#[allow(clippy::too_many_arguments)]
-fn scan_pages(
-    file_index: usize,
-    file: Arc<File>,
-    meta: &ParquetMetaData,
-    groups: &[usize],
-    starts: &[usize],
-    queries: &[f32],
-    dim: usize,
-    n: usize,
-) -> Option<Vec<TopN>> {
-    let column = meta
-        .file_metadata()
-        .schema_descr()
-        .columns()
-        .iter()
-        .position(|c| c.path().string() == "global.list.item")?;
-    let mut tops = empty_tops(queries, dim, n);
-    for (&g, &start) in groups.iter().zip(starts) {
-        let values = super::global_column::read_row_group(&file, meta.row_group(g), column, dim)?;
-        for (i, v) in values.chunks_exact(dim).enumerate() {
-            offer(&mut tops, queries, v, RowRef { file: file_index, row: start + i });
-        }
-    }
-    Some(tops)
-}
-
-/// The `[xmin, ymin, xmax, ymax]` of row `i` of a `bbox` struct column (None when null).
-pub fn bbox_at(b: &StructArray, i: usize) -> Option<[f64; 4]> {
-    if b.is_null(i) {
-        return None;
-    }
-    let f = |k: usize| b.column(k).as_any().downcast_ref::<Float64Array>().map(|a| a.value(i));
-    Some([f(0)?, f(1)?, f(2)?, f(3)?])
-}
-
 /// False when the row group's statistics prove no chip in it can pass the filters.
-fn row_group_may_match(rg: &RowGroupMetaData, filters: &Filters) -> bool {
-    if let Some(q) = filters.bbox {
-        let stat = |name: &str, max: bool| -> Option<f64> {
-            let col = rg.columns().iter().find(|c| c.column_path().string() == name)?;
-            match col.statistics()? {
-                Statistics::Double(s) => {
-                    if max {
-                        s.max_opt().copied()
-                    } else {
-                        s.min_opt().copied()
-                    }
-                }
-                _ => None,
-            }
-        };
-        // The smallest xmin / ymin and largest xmax / ymax of the group bound all its boxes.
-        match (
-            stat("bbox.xmin", false),
-            stat("bbox.ymin", false),
-            stat("bbox.xmax", true),
-            stat("bbox.ymax", true),
-        ) {
-            (Some(a), Some(b), Some(c), Some(d)) => {
-                if !intersects(q, [a, b, c, d]) {
-                    return false;
-                }
-            }
-            _ => {
-                // No statistics: either every bbox is null (nothing can match) or unknown.
-                let all_null = rg
-                    .columns()
-                    .iter()
-                    .find(|c| c.column_path().string() == "bbox.xmin")
-                    .and_then(|c| c.statistics())
-                    .and_then(|s| s.null_count_opt())
-                    .is_some_and(|nulls| nulls as i64 == rg.num_rows());
-                if all_null {
-                    return false;
-                }
-            }
-        }
+fn row_group_may_match(group: &RowGroupSummary, filters: &Filters) -> bool {
+    let Some(q) = filters.bbox else { return true };
+    match group.bbox_extent {
+        Some(extent) => intersects(q, extent),
+        // No statistics: either every bbox is null (nothing can match) or unknown.
+        None => !group.no_footprints,
     }
-    true
-}
-
-fn not_global(path: &Path) -> AcfError {
-    AcfError::Index {
-        path: path.to_path_buf(),
-        reason: "the 'global' column is not a list of float32".into(),
-    }
-}
-
-fn bad(path: &Path, e: parquet::errors::ParquetError) -> AcfError {
-    AcfError::Index { path: path.to_path_buf(), reason: format!("cannot read Parquet: {e}") }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use base64::Engine;
 
 use super::engine::QueryResult;
 use crate::error::{AcfError, Result};
-use crate::index::pipeline::to_model_chip;
+use crate::raster::chip::to_model_chip;
 use crate::raster::scene::{ReadOptions, Scene};
 use crate::raster::tiling::Window;
 
@@ -31,11 +31,12 @@ pub fn chip_png(scene: &str, window: [i32; 4], size: usize) -> Result<Vec<u8>> {
     let chw = to_model_chip(&raw, s.stretch.as_ref(), size);
     let plane = size * size;
     let hwc: Vec<u8> = (0..plane).flat_map(|i| [chw[i], chw[plane + i], chw[2 * plane + i]]).collect();
-    let img = image::RgbImage::from_raw(size as u32, size as u32, hwc)
-        .ok_or_else(|| AcfError::InvalidArgument("thumbnail buffer size".into()))?;
+    let img = image::RgbImage::from_raw(size as u32, size as u32, hwc).ok_or_else(|| {
+        AcfError::Serialize { what: "thumbnail".into(), reason: "pixel buffer of the wrong size".into() }
+    })?;
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| AcfError::InvalidArgument(format!("cannot encode PNG: {e}")))?;
+        .map_err(|e| AcfError::Serialize { what: "thumbnail PNG".into(), reason: e.to_string() })?;
     Ok(png)
 }
 

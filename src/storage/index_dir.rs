@@ -2,14 +2,13 @@
 //! scene under `scenes/`, and the part files under `parts/`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::schema::{NodesDtype, SCHEMA_VERSION};
 use crate::error::{AcfError, Result};
-use crate::model::model_dir::sha256_hex;
+use crate::files::{sha256_hex, write_atomic};
 
 /// File and folder names inside an index directory.
 pub const INDEX_FILE: &str = "index.json";
@@ -45,8 +44,8 @@ impl IndexHeader {
         IndexHeader {
             schema_version: SCHEMA_VERSION,
             model_fingerprint: model.fingerprint.clone(),
-            model_name: model.model.config.name.clone(),
-            model_config: serde_json::to_value(&model.model.config).unwrap_or_default(),
+            model_name: model.config().name.clone(),
+            model_config: serde_json::to_value(model.config()).unwrap_or_default(),
             nodes_dtype,
             created_by,
             created_at,
@@ -180,9 +179,9 @@ impl IndexDir {
 
     /// Writes `index.json` atomically.
     pub fn write_header(&self, header: &IndexHeader) -> Result<()> {
-        let text =
-            serde_json::to_string_pretty(header).map_err(|e| AcfError::InvalidArgument(e.to_string()))?;
-        write_durable(&self.root.join(INDEX_FILE), text.as_bytes())
+        let text = serde_json::to_string_pretty(header)
+            .map_err(|e| AcfError::Serialize { what: "index header".into(), reason: e.to_string() })?;
+        write_atomic(&self.root.join(INDEX_FILE), text.as_bytes())
     }
 
     /// Path of a scene's record.
@@ -198,9 +197,9 @@ impl IndexDir {
 
     /// Replaces a scene's record atomically.
     pub fn write_record(&self, record: &SceneRecord) -> Result<()> {
-        let text =
-            serde_json::to_string_pretty(record).map_err(|e| AcfError::InvalidArgument(e.to_string()))?;
-        write_durable(&self.record_path(&record.scene_id), text.as_bytes())
+        let text = serde_json::to_string_pretty(record)
+            .map_err(|e| AcfError::Serialize { what: "scene record".into(), reason: e.to_string() })?;
+        write_atomic(&self.record_path(&record.scene_id), text.as_bytes())
     }
 
     /// All scene records, by scene id.
@@ -263,17 +262,6 @@ impl IndexDir {
             })
             .collect()
     }
-}
-
-/// Writes a file by temp + fsync + rename, so a reader sees the old or the new content.
-pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let mut file = std::fs::File::create(&tmp).map_err(|e| AcfError::io(&tmp, "cannot write", e))?;
-    file.write_all(bytes).map_err(|e| AcfError::io(&tmp, "cannot write", e))?;
-    file.sync_all().map_err(|e| AcfError::io(&tmp, "cannot sync", e))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| AcfError::io(path, "cannot publish (rename)", e))
 }
 
 #[cfg(test)]

@@ -13,17 +13,24 @@
 //! it is replaced atomically afterwards, so readers never see a half-written file or rows of
 //! a scene twice.
 
+pub mod chip_reader;
+mod commit;
+mod global_column;
+mod global_reader;
 mod index_dir;
 mod lock;
 mod part;
 mod rows;
 mod schema;
 
+pub use chip_reader::{StoredChip, read_features, read_rows};
+pub use commit::{SceneMeta, now_s};
+pub use global_reader::{GlobalReader, GlobalRow, RowGroupSummary};
 pub use index_dir::{
     INDEX_FILE, IndexDir, IndexHeader, PARTS_DIR, SCENES_DIR, SceneFingerprint, SceneRecord, SceneStatus,
-    scene_id, write_durable,
+    scene_id,
 };
 pub use lock::WriterLock;
 pub use part::PartWriter;
-pub use rows::{ChipRow, Footprint};
-pub use schema::{ChipSchema, NodesDtype, SCHEMA_VERSION, geo_metadata};
+pub use rows::ChipRow;
+pub use schema::{ChipSchema, NodesDtype, SCHEMA_VERSION, columns, geo_metadata};

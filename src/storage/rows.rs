@@ -12,15 +12,7 @@ use half::f16;
 
 use super::schema::{ChipSchema, NodesDtype};
 use crate::error::{AcfError, Result};
-
-/// A chip's footprint in OGC:CRS84: WKB polygon and its bounding box.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Footprint {
-    /// ISO WKB of the (densified) polygon.
-    pub wkb: Vec<u8>,
-    /// `[xmin, ymin, xmax, ymax]`.
-    pub bbox: [f64; 4],
-}
+use crate::raster::Footprint;
 
 /// Everything stored for one chip.
 #[derive(Debug, Clone)]
@@ -46,6 +38,7 @@ pub struct ChipRow {
 
 impl ChipSchema {
     /// Builds a `RecordBatch` of `rows`; fails when a feature vector has the wrong length.
+    #[cfg(test)]
     pub fn record_batch(&self, rows: &[ChipRow]) -> Result<RecordBatch> {
         self.record_batch_with(self.arrow_schema(), rows)
     }

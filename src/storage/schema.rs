@@ -10,8 +10,27 @@ use serde_json::json;
 /// Version of the chip-row schema; readers refuse indexes written with a newer one.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// Names of the catalog's columns: the one place that knows them (writer and readers).
+pub mod columns {
+    pub const CHIP_ID: &str = "chip_id";
+    pub const SCENE: &str = "scene";
+    pub const SCENE_FINGERPRINT: &str = "scene_fingerprint";
+    pub const COL: &str = "col";
+    pub const ROW: &str = "row";
+    pub const WIDTH: &str = "width";
+    pub const HEIGHT: &str = "height";
+    pub const PADDED: &str = "padded";
+    pub const CRS: &str = "crs";
+    pub const GEOMETRY: &str = "geometry";
+    pub const BBOX: &str = "bbox";
+    pub const VALID_FRACTION: &str = "valid_fraction";
+    pub const ACQUIRED: &str = "acquired";
+    pub const GLOBAL: &str = "global";
+    pub const NODES: &str = "nodes";
+}
+
 /// Storage type of the 49×512 region features.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodesDtype {
     /// IEEE half precision (default: half the size, ranking unchanged in our tests).
@@ -47,6 +66,14 @@ impl NodesDtype {
             NodesDtype::F32 => "<f4",
         }
     }
+
+    /// The dtype named by a numpy dtype string ([`NodesDtype::numpy`]).
+    pub fn from_numpy(s: &str) -> Option<NodesDtype> {
+        [NodesDtype::F16, NodesDtype::F32].into_iter().find(|d| d.numpy() == s)
+    }
+
+    /// Field metadata key of the `nodes` column that holds [`NodesDtype::numpy`].
+    pub const METADATA_KEY: &'static str = "acf_index:dtype";
 }
 
 impl ChipSchema {
@@ -68,26 +95,29 @@ impl ChipSchema {
             DataType::FixedSizeList(Arc::new(Field::new("item", item, false)), n as i32)
         };
         Arc::new(Schema::new(vec![
-            Field::new("chip_id", DataType::Utf8, false),
-            Field::new("scene", DataType::Utf8, false),
-            Field::new("scene_fingerprint", DataType::Utf8, false),
-            Field::new("col", DataType::Int32, false),
-            Field::new("row", DataType::Int32, false),
-            Field::new("width", DataType::Int32, false),
-            Field::new("height", DataType::Int32, false),
-            Field::new("padded", DataType::Boolean, false),
-            Field::new("crs", DataType::Utf8, true),
-            Field::new("geometry", DataType::Binary, true),
-            Field::new("bbox", DataType::Struct(Self::bbox_fields()), true),
-            Field::new("valid_fraction", DataType::Float32, false),
-            Field::new("acquired", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
-            Field::new("global", list(DataType::Float32, self.embed_dim), false),
-            Field::new("nodes", DataType::FixedSizeBinary(self.nodes_bytes() as i32), false).with_metadata(
-                std::collections::HashMap::from([
-                    ("acf_index:dtype".to_string(), self.nodes_dtype.numpy().to_string()),
-                    ("acf_index:shape".to_string(), format!("{},{}", self.regions, self.embed_dim)),
-                ]),
+            Field::new(columns::CHIP_ID, DataType::Utf8, false),
+            Field::new(columns::SCENE, DataType::Utf8, false),
+            Field::new(columns::SCENE_FINGERPRINT, DataType::Utf8, false),
+            Field::new(columns::COL, DataType::Int32, false),
+            Field::new(columns::ROW, DataType::Int32, false),
+            Field::new(columns::WIDTH, DataType::Int32, false),
+            Field::new(columns::HEIGHT, DataType::Int32, false),
+            Field::new(columns::PADDED, DataType::Boolean, false),
+            Field::new(columns::CRS, DataType::Utf8, true),
+            Field::new(columns::GEOMETRY, DataType::Binary, true),
+            Field::new(columns::BBOX, DataType::Struct(Self::bbox_fields()), true),
+            Field::new(columns::VALID_FRACTION, DataType::Float32, false),
+            Field::new(
+                columns::ACQUIRED,
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
             ),
+            Field::new(columns::GLOBAL, list(DataType::Float32, self.embed_dim), false),
+            Field::new(columns::NODES, DataType::FixedSizeBinary(self.nodes_bytes() as i32), false)
+                .with_metadata(std::collections::HashMap::from([
+                    (NodesDtype::METADATA_KEY.to_string(), self.nodes_dtype.numpy().to_string()),
+                    ("acf_index:shape".to_string(), format!("{},{}", self.regions, self.embed_dim)),
+                ])),
         ]))
     }
 }

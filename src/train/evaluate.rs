@@ -4,7 +4,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::loader::{TrainImage, plain};
 use super::metrics::{Recall, recall};
-use crate::model::config::ScoringConfig;
+use crate::model::config::{Correction, ScoringConfig};
 use crate::model::{AcfModel, ImageFeatures, scoring};
 
 /// Images (resized, not augmented) and all their captions.
@@ -79,4 +79,20 @@ pub fn evaluate(model: &AcfModel, set: &EvalSet) -> Recall {
     let feats = encode_images(model, set, 32);
     let scores = score_all(model, set, &feats, &model.config.scoring);
     recall(&scores, set.images(), &set.caption_image)
+}
+
+/// The scoring settings `eval` reports: the model's own ("ACF (full)"), and with `ablate`
+/// the paper's inference-time ablations M3 (no correction), M4 (no filtering) and M5 (no
+/// global component). M1 and M2 change the architecture and need their own training.
+pub fn scoring_variants(base: &ScoringConfig, ablate: bool) -> Vec<(String, ScoringConfig)> {
+    let mut variants = vec![("ACF (full)".to_string(), base.clone())];
+    if ablate {
+        let m3 = ScoringConfig { correction: Correction::Off, ..base.clone() };
+        let m4 = ScoringConfig { filtering: false, ..base.clone() };
+        let m5 = ScoringConfig { global_component: false, ..base.clone() };
+        variants.push(("M3: without correction".into(), m3));
+        variants.push(("M4: without filtering".into(), m4));
+        variants.push(("M5: without global component".into(), m5));
+    }
+    variants
 }

@@ -17,6 +17,8 @@ use crate::data::dataset::Dataset;
 use crate::data::image_file::hwc_to_chw;
 use crate::error::{AcfError, Result};
 use crate::model::Vocab;
+use crate::model::config::CaptionsPerEpoch;
+use crate::model::vocab::UNK_ID;
 
 /// One training image: its pixels and its tokenised captions.
 pub struct TrainImage {
@@ -92,42 +94,72 @@ pub struct Batch {
     pub image_ids: Vec<i64>,
 }
 
-/// The order of images in `epoch` and the caption drawn for each.
-pub fn epoch_plan(images: &[TrainImage], seed: u64, epoch: i64) -> Vec<(usize, usize)> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut order: Vec<usize> = (0..images.len()).collect();
-    order.shuffle(&mut rng);
-    order.into_iter().map(|i| (i, rng.random_range(0..images[i].captions.len()))).collect()
-}
-
-/// Builds batch `b` of an epoch plan with augmentation.
-pub fn make_batch(
+/// The (image, caption) pairs of `epoch` in order: one random caption per image, or
+/// with [`CaptionsPerEpoch::All`] every caption of every image, shuffled.
+pub fn epoch_plan(
     images: &[TrainImage],
-    plan: &[(usize, usize)],
-    batch_size: usize,
-    b: usize,
-    size: u32,
     seed: u64,
     epoch: i64,
-) -> Batch {
+    captions: CaptionsPerEpoch,
+) -> Vec<(usize, usize)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    match captions {
+        CaptionsPerEpoch::One => {
+            let mut order: Vec<usize> = (0..images.len()).collect();
+            order.shuffle(&mut rng);
+            order.into_iter().map(|i| (i, rng.random_range(0..images[i].captions.len()))).collect()
+        }
+        CaptionsPerEpoch::All => {
+            let mut pairs: Vec<(usize, usize)> = images
+                .iter()
+                .enumerate()
+                .flat_map(|(i, img)| (0..img.captions.len()).map(move |c| (i, c)))
+                .collect();
+            pairs.shuffle(&mut rng);
+            pairs
+        }
+    }
+}
+
+/// Augmentation settings of [`make_batch`] beyond the pixels' own.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchOptions {
+    pub batch_size: usize,
+    pub size: u32,
+    pub seed: u64,
+    pub epoch: i64,
+    /// Probability that a caption word becomes `<unk>`.
+    pub word_dropout: f64,
+}
+
+/// Builds batch `b` of an epoch plan with augmentation (pixels, and word dropout on
+/// the captions); every choice derives from (seed, epoch, position).
+pub fn make_batch(images: &[TrainImage], plan: &[(usize, usize)], b: usize, opts: BatchOptions) -> Batch {
+    let BatchOptions { batch_size, size, seed, epoch, word_dropout } = opts;
     let items = &plan[b * batch_size..((b + 1) * batch_size).min(plan.len())];
-    let chips: Vec<Vec<u8>> = items
+    let samples: Vec<(Vec<u8>, Vec<i64>)> = items
         .par_iter()
         .enumerate()
-        .map(|(j, &(i, _))| {
+        .map(|(j, &(i, c))| {
             let pos = (b * batch_size + j) as u64;
             let mut rng = ChaCha8Rng::seed_from_u64(
                 seed.wrapping_add(0xA076_1D64_78BD_642F).wrapping_mul(epoch as u64 + 1)
                     ^ pos.wrapping_mul(0xE703_7ED1_A0B4_28DB),
             );
-            augment(&images[i].pixels, size, &mut rng)
+            let chip = augment(&images[i].pixels, size, &mut rng);
+            let mut caption = images[i].captions[c].clone();
+            if word_dropout > 0.0 {
+                for id in caption.iter_mut() {
+                    if rng.random_bool(word_dropout) {
+                        *id = UNK_ID;
+                    }
+                }
+            }
+            (chip, caption)
         })
         .collect();
-    Batch {
-        pixels: chips.concat(),
-        captions: items.iter().map(|&(i, c)| images[i].captions[c].clone()).collect(),
-        image_ids: items.iter().map(|&(i, _)| i as i64).collect(),
-    }
+    let (chips, captions): (Vec<Vec<u8>>, Vec<Vec<i64>>) = samples.into_iter().unzip();
+    Batch { pixels: chips.concat(), captions, image_ids: items.iter().map(|&(i, _)| i as i64).collect() }
 }
 
 /// Random crop (80–100 % of the shorter side), resize, rotation by k·90°, optional flip.
@@ -177,17 +209,48 @@ mod tests {
     #[test]
     fn plans_and_batches_are_reproducible_and_cover_every_image() {
         let imgs = images(10);
-        let plan = epoch_plan(&imgs, 7, 3);
-        assert_eq!(plan, epoch_plan(&imgs, 7, 3));
-        assert_ne!(plan, epoch_plan(&imgs, 7, 4));
+        let plan = epoch_plan(&imgs, 7, 3, CaptionsPerEpoch::One);
+        assert_eq!(plan, epoch_plan(&imgs, 7, 3, CaptionsPerEpoch::One));
+        assert_ne!(plan, epoch_plan(&imgs, 7, 4, CaptionsPerEpoch::One));
         let mut seen: Vec<usize> = plan.iter().map(|p| p.0).collect();
         seen.sort();
         assert_eq!(seen, (0..10).collect::<Vec<_>>());
-        let a = make_batch(&imgs, &plan, 4, 1, 32, 7, 3);
-        let b = make_batch(&imgs, &plan, 4, 1, 32, 7, 3);
+        let opts = BatchOptions { batch_size: 4, size: 32, seed: 7, epoch: 3, word_dropout: 0.0 };
+        let a = make_batch(&imgs, &plan, 1, opts);
+        let b = make_batch(&imgs, &plan, 1, opts);
         assert_eq!(a.pixels, b.pixels);
         assert_eq!(a.pixels.len(), 4 * 3 * 32 * 32);
-        assert_eq!(make_batch(&imgs, &plan, 4, 2, 32, 7, 3).image_ids.len(), 2);
+        assert_eq!(make_batch(&imgs, &plan, 2, opts).image_ids.len(), 2);
+    }
+
+    #[test]
+    fn an_all_captions_epoch_visits_every_pair_once() {
+        let imgs = images(6);
+        let mut plan = epoch_plan(&imgs, 1, 0, CaptionsPerEpoch::All);
+        assert_eq!(plan.len(), 12);
+        plan.sort();
+        let expected: Vec<(usize, usize)> = (0..6).flat_map(|i| [(i, 0), (i, 1)]).collect();
+        assert_eq!(plan, expected);
+    }
+
+    #[test]
+    fn word_dropout_turns_words_into_unk_reproducibly() {
+        let imgs: Vec<TrainImage> = (0..64)
+            .map(|i| TrainImage {
+                path: PathBuf::from(format!("{i}.png")),
+                pixels: RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3])),
+                captions: vec![vec![5; 10]],
+            })
+            .collect();
+        let plan = epoch_plan(&imgs, 3, 0, CaptionsPerEpoch::One);
+        let opts = BatchOptions { batch_size: 64, size: 8, seed: 3, epoch: 0, word_dropout: 0.25 };
+        let a = make_batch(&imgs, &plan, 0, opts);
+        assert_eq!(a.captions, make_batch(&imgs, &plan, 0, opts).captions);
+        let unk = a.captions.iter().flatten().filter(|&&id| id == UNK_ID).count();
+        // 640 words at p = 0.25: 160 expected; far outside [100, 220] means no dropout or too much.
+        assert!((100..=220).contains(&unk), "{unk} of 640 words dropped");
+        let none = make_batch(&imgs, &plan, 0, BatchOptions { word_dropout: 0.0, ..opts });
+        assert!(none.captions.iter().flatten().all(|&id| id == 5));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tch::{Device, Tensor};
 
 use super::adam::Adam;
 use super::evaluate::{EvalSet, evaluate};
-use super::loader::{Batch, TrainImage, epoch_plan, load_split, make_batch};
+use super::loader::{Batch, BatchOptions, TrainImage, epoch_plan, load_split, make_batch};
 use super::metrics::Recall;
 use crate::data::dataset::Dataset;
 use crate::error::{AcfError, Result};
@@ -38,6 +38,9 @@ pub struct TrainOptions {
     pub checkpoint_minutes: f64,
     /// Stop after this many epochs in this run (the schedule still follows `config`).
     pub stop_after_epochs: Option<i64>,
+    /// Start a new run from this trained model's weights and vocabulary (a fresh
+    /// optimiser and schedule from `config`, whose architecture must match the model's).
+    pub init_from: Option<PathBuf>,
 }
 
 /// Where training stands; saved as `checkpoint/state.json`.
@@ -83,10 +86,15 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
                 opts.out.display()
             )));
         }
-        let captions = datasets.iter().flat_map(|d| d.split("train")).flat_map(|s| s.captions.iter());
-        let vocab = Vocab::build(captions.map(String::as_str), opts.config.text.vocab_min_count);
         tch::manual_seed(opts.config.training.seed as i64);
-        let model = AcfModel::new(opts.config.clone(), vocab, opts.device);
+        let model = match &opts.init_from {
+            Some(dir) => warm_start(dir, &opts.config, opts.device)?,
+            None => {
+                let captions = datasets.iter().flat_map(|d| d.split("train")).flat_map(|s| s.captions.iter());
+                let vocab = Vocab::build(captions.map(String::as_str), opts.config.text.vocab_min_count);
+                AcfModel::new(opts.config.clone(), vocab, opts.device)
+            }
+        };
         let adam = Adam::new(model.var_store(), &model.config.training);
         let state =
             TrainState { datasets: datasets.iter().map(|d| d.name.clone()).collect(), ..Default::default() };
@@ -119,7 +127,9 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
         .map_err(|e| AcfError::io(&opts.out, "cannot create output directory", e))?;
     let mut metrics = MetricsLog::open(&opts.out.join(METRICS))?;
     let batch_size = tc.batch_size as usize;
-    let batches = train_images.len().div_ceil(batch_size);
+    let pairs_per_epoch = epoch_plan(&train_images, tc.seed, 0, tc.captions_per_epoch).len();
+    let batches = pairs_per_epoch.div_ceil(batch_size);
+    let total_steps = batches as i64 * tc.epochs;
     let mut last_val = None;
     let run_start_epoch = state.epoch;
     let mut last_ckpt = Instant::now();
@@ -128,12 +138,15 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
             break;
         }
         let epoch = state.epoch;
-        let lr = tc.learning_rate * tc.lr_decay.powi((epoch / tc.lr_decay_every) as i32);
+        let mut lr =
+            tc.learning_rate_at(epoch, epoch * batches as i64 + state.next_batch as i64, total_steps);
         let mut loss_cfg = cfg.loss.clone();
         if epoch < tc.warmup_sum_epochs {
             loss_cfg.negatives = Negatives::Sum;
         }
-        let plan = epoch_plan(&train_images, tc.seed, epoch);
+        let plan = epoch_plan(&train_images, tc.seed, epoch, tc.captions_per_epoch);
+        let batch_opts =
+            BatchOptions { batch_size, size, seed: tc.seed, epoch, word_dropout: tc.word_dropout };
         let bar = progress_bar(batches as u64, epoch, tc.epochs);
         bar.set_position(state.next_batch as u64);
         let epoch_start = Instant::now();
@@ -145,7 +158,7 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
         std::thread::scope(|scope| -> Result<()> {
             scope.spawn(|| {
                 for b in first..batches {
-                    let batch = make_batch(images_ref, &plan, batch_size, b, size, tc.seed, epoch);
+                    let batch = make_batch(images_ref, &plan, b, batch_opts);
                     if tx.send((b, batch)).is_err() {
                         break;
                     }
@@ -157,8 +170,10 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
                     state.next_batch = b + 1;
                     continue; // a one-image tail batch has no negatives
                 }
+                lr = tc.learning_rate_at(epoch, epoch * batches as i64 + b as i64, total_steps);
                 let t0 = Instant::now();
-                let loss_value = train_step(&model, &mut adam, &batch, &loss_cfg, lr, size as i64);
+                let (loss_value, grad_norm) =
+                    train_step(&model, &mut adam, &batch, &loss_cfg, lr, size as i64);
                 let dt = t0.elapsed().as_secs_f64();
                 state.step += 1;
                 state.next_batch = b + 1;
@@ -171,6 +186,7 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
                 metrics.write(&serde_json::json!({
                     "kind": "batch", "epoch": epoch + 1, "batch": b + 1, "step": state.step,
                     "loss": loss_value, "lr": lr, "images_per_s": ips,
+                    "grad_norm": grad_norm, "clipped": tc.grad_clip > 0.0 && grad_norm > tc.grad_clip,
                 }))?;
                 if interrupt.load(Ordering::SeqCst) {
                     interrupted = true;
@@ -228,7 +244,7 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
     Ok(TrainSummary { state, last_val, interrupted: false, skipped })
 }
 
-/// One optimiser step on a batch; returns the loss.
+/// One optimiser step on a batch; returns the loss and the gradient norm before clipping.
 pub fn train_step(
     model: &AcfModel,
     adam: &mut Adam,
@@ -236,7 +252,7 @@ pub fn train_step(
     loss_cfg: &crate::model::config::LossConfig,
     lr: f64,
     size: i64,
-) -> f64 {
+) -> (f64, f64) {
     let n = batch.image_ids.len() as i64;
     let device = model.device();
     let pixels = Tensor::from_slice(&batch.pixels).reshape([n, 3, size, size]).to_device(device);
@@ -249,8 +265,8 @@ pub fn train_step(
     let loss = loss::acf_loss(&s, &g, &image_ids, loss_cfg);
     adam.zero_grad();
     loss.backward();
-    adam.step(lr);
-    loss.double_value(&[])
+    let grad_norm = adam.step(lr);
+    (loss.double_value(&[]), grad_norm)
 }
 
 fn progress_bar(len: u64, epoch: i64, epochs: i64) -> ProgressBar {
@@ -286,7 +302,8 @@ fn save_checkpoint(out: &Path, model: &AcfModel, adam: &Adam, state: &TrainState
     }
     let bytes = tensors_to_safetensors(&tensors, &[("adam_step", adam.step.to_string())])?;
     write_atomic(&tmp.join("optimizer.safetensors"), &bytes)?;
-    let json = serde_json::to_vec_pretty(state).map_err(|e| AcfError::InvalidArgument(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(state)
+        .map_err(|e| AcfError::Serialize { what: "training state".into(), reason: e.to_string() })?;
     write_atomic(&tmp.join("state.json"), &json)?;
     if dst.exists() {
         if old.exists() {
@@ -299,6 +316,29 @@ fn save_checkpoint(out: &Path, model: &AcfModel, adam: &Adam, state: &TrainState
         std::fs::remove_dir_all(&old).map_err(|e| AcfError::io(&old, "cannot remove", e))?;
     }
     Ok(())
+}
+
+/// A trained model with `config`'s training, loss and scoring settings, for a new run
+/// that starts from its weights. The architecture (image, text, embedding size) must
+/// be the model's own: the weights would not fit another.
+fn warm_start(dir: &Path, config: &Config, device: Device) -> Result<AcfModel> {
+    let mut model = ModelDir::load(dir, device)?.model;
+    let same = model.config.image == config.image
+        && model.config.embed_dim == config.embed_dim
+        && model.config.text.word_dim == config.text.word_dim
+        && model.config.text.gat_heads == config.text.gat_heads
+        && model.config.text.use_gat == config.text.use_gat;
+    if !same {
+        return Err(AcfError::ModelMismatch {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "--init-from: the model's architecture ({}) differs from the training config's ({})",
+                model.config.name, config.name
+            ),
+        });
+    }
+    model.config = config.clone();
+    Ok(model)
 }
 
 /// Loads model, optimiser and state from a checkpoint (or the `.old` one left by a
@@ -428,6 +468,7 @@ mod tests {
             val_images: None,
             checkpoint_minutes: 1e9,
             stop_after_epochs: None,
+            init_from: None,
         }
     }
 

@@ -13,11 +13,11 @@ use arrow::datatypes::{Float32Type, TimestampMicrosecondType};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection};
 
-use super::scan::bbox_at;
+use super::global_reader::bbox_at;
+use super::schema::{NodesDtype, columns};
 use crate::error::{AcfError, Result};
-use crate::storage::NodesDtype;
 
-/// A stored chip with its features (nodes as float32).
+/// A stored chip with its features (nodes as stored: see `nodes_dtype`).
 #[derive(Debug, Clone)]
 pub struct StoredChip {
     pub row: usize,
@@ -35,18 +35,18 @@ pub struct StoredChip {
 }
 
 const COLUMNS: [&str; 12] = [
-    "chip_id",
-    "scene",
-    "col",
-    "row",
-    "width",
-    "height",
-    "geometry",
-    "bbox",
-    "valid_fraction",
-    "acquired",
-    "global",
-    "nodes",
+    columns::CHIP_ID,
+    columns::SCENE,
+    columns::COL,
+    columns::ROW,
+    columns::WIDTH,
+    columns::HEIGHT,
+    columns::GEOMETRY,
+    columns::BBOX,
+    columns::VALID_FRACTION,
+    columns::ACQUIRED,
+    columns::GLOBAL,
+    columns::NODES,
 ];
 
 /// Reads rows `rows` (sorted, unique) of a part file; `None` reads every row, calling
@@ -68,7 +68,7 @@ pub fn read_features(
     rows: &[usize],
     each: impl FnMut(Vec<StoredChip>) -> Result<()>,
 ) -> Result<()> {
-    read_columns(path, Some(rows), 1024, &["global", "nodes"], each)
+    read_columns(path, Some(rows), 1024, &[columns::GLOBAL, columns::NODES], each)
 }
 
 fn read_columns(
@@ -138,7 +138,7 @@ fn decode(batch: &RecordBatch, rows: &[usize], path: &Path) -> Result<Vec<Stored
     };
     let col = |name: &str| batch.column_by_name(name).ok_or_else(|| wrong(name));
     // Metadata columns are absent when only features were read.
-    let meta = batch.column_by_name("chip_id").is_some();
+    let meta = batch.column_by_name(columns::CHIP_ID).is_some();
     let opt = |name: &str| meta.then(|| batch.column_by_name(name)).flatten();
     let strings = |name: &str| -> Result<Option<StringArray>> {
         opt(name)
@@ -150,43 +150,49 @@ fn decode(batch: &RecordBatch, rows: &[usize], path: &Path) -> Result<Vec<Stored
             .map(|c| c.as_any().downcast_ref::<Int32Array>().cloned().ok_or_else(|| wrong(name)))
             .transpose()
     };
-    let (chip_id, scene) = (strings("chip_id")?, strings("scene")?);
-    let (c, r, w, h) = (ints("col")?, ints("row")?, ints("width")?, ints("height")?);
-    let geometry = opt("geometry")
-        .map(|c| c.as_any().downcast_ref::<BinaryArray>().cloned().ok_or_else(|| wrong("geometry")))
+    let (chip_id, scene) = (strings(columns::CHIP_ID)?, strings(columns::SCENE)?);
+    let (c, r, w, h) =
+        (ints(columns::COL)?, ints(columns::ROW)?, ints(columns::WIDTH)?, ints(columns::HEIGHT)?);
+    let geometry = opt(columns::GEOMETRY)
+        .map(|c| c.as_any().downcast_ref::<BinaryArray>().cloned().ok_or_else(|| wrong(columns::GEOMETRY)))
         .transpose()?;
-    let bbox = opt("bbox").map(|c| c.as_struct_opt().cloned().ok_or_else(|| wrong("bbox"))).transpose()?;
-    let valid = opt("valid_fraction")
-        .map(|c| c.as_primitive_opt::<Float32Type>().cloned().ok_or_else(|| wrong("valid_fraction")))
+    let bbox = opt(columns::BBOX)
+        .map(|c| c.as_struct_opt().cloned().ok_or_else(|| wrong(columns::BBOX)))
         .transpose()?;
-    let acquired = opt("acquired")
-        .map(|c| c.as_primitive_opt::<TimestampMicrosecondType>().cloned().ok_or_else(|| wrong("acquired")))
+    let valid = opt(columns::VALID_FRACTION)
+        .map(|c| c.as_primitive_opt::<Float32Type>().cloned().ok_or_else(|| wrong(columns::VALID_FRACTION)))
         .transpose()?;
-    let global = col("global")?
+    let acquired = opt(columns::ACQUIRED)
+        .map(|c| {
+            c.as_primitive_opt::<TimestampMicrosecondType>().cloned().ok_or_else(|| wrong(columns::ACQUIRED))
+        })
+        .transpose()?;
+    let global = col(columns::GLOBAL)?
         .as_any()
         .downcast_ref::<FixedSizeListArray>()
         .cloned()
-        .ok_or_else(|| wrong("global"))?;
-    let nodes = col("nodes")?
+        .ok_or_else(|| wrong(columns::GLOBAL))?;
+    let nodes = col(columns::NODES)?
         .as_any()
         .downcast_ref::<FixedSizeBinaryArray>()
         .cloned()
-        .ok_or_else(|| wrong("nodes"))?;
+        .ok_or_else(|| wrong(columns::NODES))?;
     let schema = batch.schema();
     let dtype = schema
-        .field_with_name("nodes")
+        .field_with_name(columns::NODES)
         .ok()
-        .and_then(|f| f.metadata().get("acf_index:dtype").cloned())
+        .and_then(|f| f.metadata().get(NodesDtype::METADATA_KEY).cloned())
         .ok_or_else(|| wrong("nodes (no acf_index:dtype)"))?;
-    let nodes_dtype = match dtype.as_str() {
-        "<f2" => NodesDtype::F16,
-        "<f4" => NodesDtype::F32,
-        _ => return Err(wrong("nodes (acf_index:dtype)")),
-    };
+    let nodes_dtype = NodesDtype::from_numpy(&dtype).ok_or_else(|| wrong("nodes (acf_index:dtype)"))?;
     let mut out = Vec::with_capacity(batch.num_rows());
     for (i, &row) in rows.iter().enumerate().take(batch.num_rows()) {
         let g = global.value(i);
-        let g = g.as_any().downcast_ref::<Float32Array>().ok_or_else(|| wrong("global"))?.values().to_vec();
+        let g = g
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .ok_or_else(|| wrong(columns::GLOBAL))?
+            .values()
+            .to_vec();
         let nodes_bytes = nodes.value(i).to_vec();
         let int = |a: &Option<Int32Array>| a.as_ref().map_or(0, |a| a.value(i));
         out.push(StoredChip {

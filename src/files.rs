@@ -1,0 +1,143 @@
+//! Durable file writes and content hashes, shared by the model, vocabulary, training
+//! checkpoints and the index.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{AcfError, Result};
+
+/// Writes `bytes` to `path` so that a reader (or a crash) sees the old content or the new,
+/// never a mix: a temporary file beside it (named by process and a counter, so concurrent
+/// writers of the same path never share one), fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_beside(path);
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(AcfError::io(&tmp, "cannot write", e));
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(AcfError::io(path, "cannot publish (rename)", e));
+    }
+    sync_dir_of(path);
+    Ok(())
+}
+
+/// A hidden temporary name beside `path`, unique to this process and call.
+pub fn temp_beside(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
+}
+
+/// Makes a rename in `path`'s directory durable (best effort: not every file system
+/// allows opening a directory).
+pub fn sync_dir_of(path: &Path) {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Hex sha256 of a byte string.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The first 12 hex digits of a fingerprint: how fingerprints are shown to people.
+pub fn short_fingerprint(fingerprint: &str) -> &str {
+    &fingerprint[..12.min(fingerprint.len())]
+}
+
+/// A set of path globs (`None` when there are none). A bare pattern such as `*.tif`
+/// matches the file name anywhere in the tree; matching ignores case, since archives mix
+/// `.tif` and `.TIF`.
+pub fn glob_set(patterns: &[String]) -> Result<Option<globset::GlobSet>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut builder = globset::GlobSetBuilder::new();
+    for p in patterns {
+        let full = if p.contains('/') { p.clone() } else { format!("**/{p}") };
+        let glob = globset::GlobBuilder::new(&full)
+            .case_insensitive(true)
+            .build()
+            .map_err(|e| AcfError::Glob { pattern: p.clone(), reason: e.kind().to_string() })?;
+        builder.add(glob);
+    }
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| AcfError::Glob { pattern: patterns.join(" "), reason: e.kind().to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_names_anywhere_ignoring_case() {
+        let set = glob_set(&["*.tif".to_string()]).unwrap().unwrap();
+        assert!(set.is_match("/data/a/LC08.TIF") && set.is_match("x.tif") && !set.is_match("x.tiff"));
+        assert!(glob_set(&[]).unwrap().is_none());
+        let err = glob_set(&["[".to_string()]).unwrap_err().to_string();
+        assert!(err.contains("bad glob '['"), "{err}");
+    }
+
+    #[test]
+    fn hex_and_sha256_match_known_values() {
+        assert_eq!(hex(&[0, 15, 16, 255]), "000f10ff");
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(short_fingerprint("0123456789abcdef"), "0123456789ab");
+        assert_eq!(short_fingerprint("01"), "01");
+    }
+
+    #[test]
+    fn atomic_writes_replace_the_file_and_leave_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_ne!(temp_beside(&path), temp_beside(&path), "every call gets its own temporary");
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_path_never_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.json");
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let path = &path;
+                s.spawn(move || {
+                    for i in 0..50 {
+                        write_atomic(path, format!("{t}-{i}").as_bytes()).unwrap();
+                    }
+                });
+            }
+        });
+        assert!(std::fs::read_to_string(&path).unwrap().contains('-'));
+    }
+}
