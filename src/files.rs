@@ -23,6 +23,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(AcfError::io(&tmp, "cannot write", e));
     }
+    crate::faults::crash_point("atomic:before-rename");
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
         return Err(AcfError::io(path, "cannot publish (rename)", e));

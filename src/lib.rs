@@ -7,6 +7,7 @@ pub mod data;
 pub mod device;
 pub mod doctor;
 pub mod error;
+pub mod faults;
 pub mod files;
 pub mod index;
 pub mod model;

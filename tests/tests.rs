@@ -4,6 +4,7 @@
 mod util;
 
 mod cli_doctor;
+mod cli_faults;
 mod cli_index;
 mod cli_model;
 mod cli_query;

@@ -314,8 +314,8 @@ pub struct QueryArgs {
     /// Only chips acquired at or after this time (2020-05-18 or RFC 3339).
     #[arg(long, value_parser = parse_instant)]
     pub since: Option<i64>,
-    /// Only chips acquired at or before this time.
-    #[arg(long, value_parser = parse_instant)]
+    /// Only chips acquired at or before this time (a date means the end of that day).
+    #[arg(long, value_parser = parse_until)]
     pub until: Option<i64>,
     /// Score every chip with S (slow on big indexes; for verification and small ones).
     #[arg(long)]
@@ -336,6 +336,13 @@ pub struct QueryArgs {
 fn parse_instant(text: &str) -> Result<i64, String> {
     crate::raster::timestamp::parse_time(text)
         .ok_or_else(|| format!("'{text}' is not a date or time (use 2020-05-18 or 2020-05-18T12:00:00Z)"))
+}
+
+/// `--until`: a plain date means the whole day (up to its last microsecond).
+fn parse_until(text: &str) -> Result<i64, String> {
+    let t = parse_instant(text)?;
+    let date_only = text.trim().len() == 10 && !text.contains(['T', 't', ' ']);
+    Ok(if date_only { t + 86_400_000_000 - 1 } else { t })
 }
 
 /// Arguments of `acf-index eval`.
@@ -480,4 +487,25 @@ pub enum BenchCommand {
 fn parse_fraction(s: &str) -> Result<f32, String> {
     let v: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
     if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("{s} is not between 0 and 1")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_until_date_means_the_whole_day() {
+        let day = parse_instant("2020-05-18").unwrap();
+        assert_eq!(parse_until("2020-05-18").unwrap(), day + 86_400_000_000 - 1);
+        let noon = parse_instant("2020-05-18T12:00:00Z").unwrap();
+        assert_eq!(parse_until("2020-05-18T12:00:00Z").unwrap(), noon);
+        assert!(parse_until("2020-05-18").unwrap() > noon, "a chip at noon is within --until DATE");
+    }
+
+    #[test]
+    fn fractions_are_between_0_and_1() {
+        assert_eq!(parse_fraction("0.5"), Ok(0.5));
+        assert!(parse_fraction("1.5").unwrap_err().contains("between 0 and 1"));
+        assert!(parse_fraction("x").is_err());
+    }
 }

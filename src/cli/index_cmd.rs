@@ -74,7 +74,14 @@ pub fn index(args: IndexArgs) -> Result<i32> {
         "index summary"
     );
     Ok(if summary.interrupted {
-        eprintln!("interrupted: rerun the same command to complete the index");
+        if summary.not_done > 0 {
+            eprintln!(
+                "interrupted: {} scene(s) not indexed; rerun the same command to complete the index",
+                summary.not_done
+            );
+        } else {
+            eprintln!("interrupted after every scene was done: the index is complete");
+        }
         exit::INTERRUPTED
     } else if summary.failed > 0 {
         exit::SOME_FAILED

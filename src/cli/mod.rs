@@ -25,11 +25,20 @@ pub mod exit {
     pub const INTERRUPTED: i32 = 130;
 }
 
+/// Options that make no sense together, found after parsing: exit 2 like clap's own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     init_logging(cli.log_format, cli.verbose, cli.quiet);
     match commands::dispatch(cli.command) {
         Ok(code) => code,
+        Err(err) if err.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("error: {err}\n\nFor more information, try '--help'.");
+            exit::USAGE
+        }
         Err(err) => {
             tracing::debug!("{err:?}");
             eprintln!("error: {}", one_line(&err));

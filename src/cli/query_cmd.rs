@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result, bail};
 
+use super::UsageError;
 use super::args::QueryArgs;
 use crate::search::{Filters, QueryOptions, search};
 
@@ -22,6 +23,18 @@ pub fn query(args: QueryArgs) -> Result<()> {
     };
     if queries.is_empty() {
         bail!("no query in {}", args.queries.as_ref().map_or(String::new(), |p| p.display().to_string()));
+    }
+    if let (Some(since), Some(until)) = (args.since, args.until)
+        && since > until
+    {
+        return Err(UsageError("--since is later than --until: no chip can match".into()).into());
+    }
+    if args.top_k > args.candidates && !args.exhaustive {
+        return Err(UsageError(format!(
+            "--top-k {} is larger than --candidates {}: stage 1 keeps only the candidates (raise --candidates)",
+            args.top_k, args.candidates
+        ))
+        .into());
     }
     crate::device::retain_freed_memory();
     let model = super::model_arg::load_model(&args.model)?;

@@ -59,7 +59,7 @@ pub fn bench_index(
     let n = windows.len().min(4 * opts.batch).max(1);
     let mut pixels = Vec::with_capacity(n * 3 * chip * chip);
     for w in windows.iter().take(n) {
-        let raw = scene.read(w, chip)?;
+        let raw = scene.read(w)?;
         pixels.extend(to_model_chip(&raw, scene.stretch.as_ref(), chip));
     }
     let pixels = Tensor::from_slice(&pixels).reshape([n as i64, 3, chip as i64, chip as i64]);

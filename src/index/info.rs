@@ -28,6 +28,9 @@ pub struct IndexInfo {
     pub crs: BTreeMap<String, u64>,
     /// (scene, reason) of failed scenes.
     pub failures: Vec<(String, String)>,
+    /// (scene, reason) of indexed scenes whose part file is missing or damaged: queries skip
+    /// them, a rerun of `index` indexes them again.
+    pub damaged: Vec<(String, String)>,
 }
 
 /// Reads the summary of the index at `root`.
@@ -48,9 +51,14 @@ pub fn index_info(root: &Path) -> Result<IndexInfo> {
         bytes_per_chip: None,
         crs: BTreeMap::new(),
         failures: Vec::new(),
+        damaged: Vec::new(),
     };
     for record in index.records()?.into_values() {
         match record.status {
+            SceneStatus::Ok if index.part_problem(&record).is_some() => {
+                let reason = index.part_problem(&record).unwrap_or_default();
+                info.damaged.push((record.path.clone(), reason));
+            }
             SceneStatus::Ok => {
                 info.scenes_ok += 1;
                 info.chips += record.chips;
@@ -84,7 +92,13 @@ impl std::fmt::Display for IndexInfo {
             &self.model_fingerprint[..12.min(self.model_fingerprint.len())]
         )?;
         writeln!(f, "schema       {} (nodes {})", self.schema_version, self.nodes_dtype)?;
-        writeln!(f, "scenes       {} indexed, {} failed", self.scenes_ok, self.scenes_failed)?;
+        writeln!(
+            f,
+            "scenes       {} indexed, {} failed, {} damaged",
+            self.scenes_ok,
+            self.scenes_failed,
+            self.damaged.len()
+        )?;
         writeln!(
             f,
             "chips        {} ({} windows under --min-valid not encoded)",
@@ -102,6 +116,9 @@ impl std::fmt::Display for IndexInfo {
         }
         for (scene, reason) in &self.failures {
             writeln!(f, "failed       {scene}: {reason}")?;
+        }
+        for (scene, reason) in &self.damaged {
+            writeln!(f, "damaged      {scene}: {reason} (rerun acf-index index to repair)")?;
         }
         Ok(())
     }

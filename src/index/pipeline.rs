@@ -32,8 +32,8 @@ use crate::raster::scene::{RawChip, ReadOptions, Scene};
 use crate::raster::stretch::Stretch;
 use crate::raster::tiling::chip_windows;
 use crate::storage::{
-    ChipRow, ChipSchema, IndexDir, IndexHeader, PartWriter, SceneFingerprint, SceneMeta, SceneRecord,
-    scene_id,
+    ChipOptions, ChipRow, ChipSchema, IndexDir, IndexHeader, PartWriter, SceneFingerprint, SceneMeta,
+    SceneRecord, scene_id,
 };
 
 /// Everything `acf-index index` takes besides the model.
@@ -74,6 +74,8 @@ pub struct IndexSummary {
     pub peak_rss_mib: Option<f64>,
     pub device: String,
     pub interrupted: bool,
+    /// Scenes neither indexed, skipped nor failed (left by an interrupt): a rerun does them.
+    pub not_done: usize,
     /// (scene, reason) of each failed scene.
     pub failures: Vec<(String, String)>,
 }
@@ -139,7 +141,13 @@ pub fn run(model: &ModelDir, opts: &IndexOptions, interrupt: Arc<AtomicBool>) ->
         return Err(AcfError::InvalidArgument("--new-model cannot be combined with --shard".into()));
     }
     let _lock = index.lock_writer(opts.inputs.shard)?;
-    let header = check_model(&index, model, opts.nodes_dtype, opts.new_model)?;
+    let chip_options = ChipOptions {
+        stride: opts.stride,
+        bands: opts.read.bands.clone(),
+        scale: opts.read.scale,
+        min_valid: opts.min_valid,
+    };
+    let header = check_model(&index, model, opts.nodes_dtype, opts.new_model, &chip_options)?;
     let mut summary = IndexSummary {
         scenes: scenes.len(),
         device: crate::device::device_name(model.model.device()),
@@ -177,6 +185,7 @@ pub fn run(model: &ModelDir, opts: &IndexOptions, interrupt: Arc<AtomicBool>) ->
         run_pipeline(model, &index, &header, opts, jobs, &interrupt, &mut summary)?;
     }
     summary.interrupted = interrupt.load(Ordering::SeqCst);
+    summary.not_done = summary.scenes.saturating_sub(summary.indexed + summary.skipped + summary.failed);
     summary.seconds = started.elapsed().as_secs_f64();
     summary.chips_per_s = summary.chips as f64 / summary.seconds.max(1e-9);
     summary.peak_rss_mib = crate::device::peak_rss_mib();
@@ -227,7 +236,7 @@ fn run_pipeline(
             let model_fp = header.model_fingerprint.as_str();
             scope.spawn(move || writer(index, &jobs, row_rx, schema, &acf_metadata, model_fp, &progress))
         };
-        let encoded = encoder(model, &jobs, chip_rx, &row_tx, opts.batch.max(1), chip);
+        let encoded = encoder(model, &jobs, chip_rx, &row_tx, opts.batch.max(1), chip, interrupt);
         drop(row_tx);
         let outcome =
             writer.join().map_err(|_| AcfError::Thread("the index writer thread panicked".into()))?;
@@ -310,7 +319,7 @@ fn reader(
                 outcome = Some(FromReader::Abandoned { job });
                 break;
             }
-            let raw = match scene.read(&window, chip) {
+            let raw = match scene.read(&window) {
                 Ok(raw) => raw,
                 Err(e) => {
                     outcome = Some(FromReader::Failed { job, reason: reason_of(&e) });
@@ -359,12 +368,16 @@ fn encoder(
     tx: &Sender<ToWriter>,
     batch: usize,
     chip: usize,
+    interrupt: &AtomicBool,
 ) -> Result<()> {
     let mut encoder = None;
     let mut pending: Vec<FromReader> = Vec::new();
     let mut chips_pending = 0;
     let mut infos: HashMap<usize, (Option<String>, Option<i64>)> = HashMap::new();
-    let mut flush = |pending: &mut Vec<FromReader>| -> Result<()> {
+    // Scenes the writer has started and not yet ended: what an interrupt abandons.
+    let mut flush = |pending: &mut Vec<FromReader>,
+                     infos: &mut HashMap<usize, (Option<String>, Option<i64>)>|
+     -> Result<()> {
         let raws: Vec<(&RawChip, Option<&[Stretch; 3]>)> = pending
             .iter()
             .filter_map(|m| match m {
@@ -428,8 +441,14 @@ fn encoder(
                     infos.remove(&job);
                     ToWriter::End { job, low_valid }
                 }
-                FromReader::Failed { job, reason } => ToWriter::Failed { job, reason },
-                FromReader::Abandoned { job } => ToWriter::Abandoned { job },
+                FromReader::Failed { job, reason } => {
+                    infos.remove(&job);
+                    ToWriter::Failed { job, reason }
+                }
+                FromReader::Abandoned { job } => {
+                    infos.remove(&job);
+                    ToWriter::Abandoned { job }
+                }
             };
             if tx.send(out).is_err() {
                 return Err(AcfError::Thread("the index writer stopped before the encoder".into()));
@@ -437,17 +456,26 @@ fn encoder(
         }
         Ok(())
     };
-    for msg in rx {
+    for msg in rx.iter() {
+        if interrupt.load(Ordering::SeqCst) {
+            // Stop promptly: nothing more is encoded, every scene the writer has open is
+            // dropped (its temporary part deleted), and the readers' last messages drained.
+            for job in infos.keys() {
+                let _ = tx.send(ToWriter::Abandoned { job: *job });
+            }
+            for _ in rx.iter() {}
+            return Ok(());
+        }
         if matches!(msg, FromReader::Chip { .. }) {
             chips_pending += 1;
         }
         pending.push(msg);
         if chips_pending >= batch {
-            flush(&mut pending)?;
+            flush(&mut pending, &mut infos)?;
             chips_pending = 0;
         }
     }
-    flush(&mut pending)
+    flush(&mut pending, &mut infos)
 }
 
 struct WriterOutcome {
@@ -511,6 +539,9 @@ fn writer(
                         )
                     }
                 };
+                if f.part.as_ref().is_some_and(|p| p.rows() == 2) {
+                    crate::faults::crash_point("writer:mid-scene");
+                }
                 if let Err(e) = result {
                     if let Some(p) = f.part.take() {
                         p.abandon();

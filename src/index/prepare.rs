@@ -9,7 +9,9 @@ use sha2::{Digest, Sha256};
 use crate::error::{AcfError, Result};
 use crate::files::short_fingerprint;
 use crate::model::model_dir::ModelDir;
-use crate::storage::{IndexDir, IndexHeader, NodesDtype, SceneFingerprint, SceneRecord, SceneStatus, now_s};
+use crate::storage::{
+    ChipOptions, IndexDir, IndexHeader, NodesDtype, SceneFingerprint, SceneRecord, SceneStatus, now_s,
+};
 
 /// Checks that the index was built with `model` (or starts a new one with `new_model`) and
 /// returns its header.
@@ -18,10 +20,46 @@ pub fn check_model(
     model: &ModelDir,
     nodes_dtype: Option<NodesDtype>,
     new_model: bool,
+    chip_options: &ChipOptions,
+) -> Result<IndexHeader> {
+    let header = check_model_only(index, model, nodes_dtype, new_model, chip_options)?;
+    match &header.chip_options {
+        Some(recorded) => {
+            if let Some((given, kept)) = recorded.first_difference(chip_options) {
+                return Err(AcfError::Index {
+                    path: index.root.clone(),
+                    reason: format!(
+                        "{given} differs from this index's {kept}: every scene of an index is chipped alike; use the index's options, or another --out for a new index"
+                    ),
+                });
+            }
+            Ok(header)
+        }
+        None => {
+            // An index from before options were recorded: this run's options are its own.
+            let header = IndexHeader { chip_options: Some(chip_options.clone()), ..header };
+            index.write_header(&header)?;
+            Ok(header)
+        }
+    }
+}
+
+fn check_model_only(
+    index: &IndexDir,
+    model: &ModelDir,
+    nodes_dtype: Option<NodesDtype>,
+    new_model: bool,
+    chip_options: &ChipOptions,
 ) -> Result<IndexHeader> {
     let fresh = || {
         let created_by = format!("acf-index {}", env!("CARGO_PKG_VERSION"));
-        IndexHeader::for_model(model, nodes_dtype.unwrap_or(NodesDtype::F16), created_by, now_s())
+        IndexHeader::for_model(
+            model,
+            nodes_dtype.unwrap_or(NodesDtype::F16),
+            created_by,
+            now_s(),
+            Some(chip_options.clone()),
+        )
     };
     match index.header()? {
         None => {
@@ -94,6 +132,8 @@ pub fn fingerprint(path: &str, verify: bool) -> std::result::Result<SceneFingerp
         Err(e) if path.starts_with("/vsi") => {
             vsi_stat(path).ok_or_else(|| format!("cannot stat through GDAL ({e})"))?
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("no such file".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err("permission denied".into()),
         Err(e) => return Err(e.to_string()),
     };
     let sha256 = if verify { Some(hash_file(path)?) } else { None };
@@ -121,9 +161,12 @@ fn hash_file(path: &str) -> std::result::Result<String, String> {
     Ok(crate::files::hex(&hasher.finalize()))
 }
 
-/// True when `record` says the scene is indexed with this content and its part is there.
+/// True when `record` says the scene is indexed with this content and its part is whole
+/// (present, of the recorded size, and with `verify` of the recorded checksum): a scene
+/// whose part is missing or damaged is indexed again.
 pub fn up_to_date(index: &IndexDir, record: &SceneRecord, fp: &SceneFingerprint, verify: bool) -> bool {
     record.status == SceneStatus::Ok
         && record.fingerprint.same_as(fp, verify)
-        && record.part.as_ref().is_none_or(|p| index.root.join(p).is_file())
+        && index.part_problem(record).is_none()
+        && (!verify || index.part_checksum_ok(record))
 }

@@ -34,7 +34,8 @@ pub struct RawChip {
     pub data: WindowData,
     /// Per pixel of the window: valid (not nodata / masked / NaN). `None` = all valid.
     pub valid: Option<Vec<bool>>,
-    /// Valid pixels over the chip's full area (padding counts as invalid).
+    /// Valid pixels over the window's area (the padding of a scene smaller than a chip is
+    /// not counted: such a scene is indexed as padded chips).
     pub valid_fraction: f32,
 }
 
@@ -49,6 +50,8 @@ pub struct Scene {
     /// Per-band stretch (`None` for 8-bit bands read as they are).
     pub stretch: Option<[Stretch; 3]>,
     masked: bool,
+    /// RGB of each index of a paletted single-band scene (its colour table, expanded).
+    palette: Option<Vec<[u8; 3]>>,
     pub georef: Option<Georef>,
     pub crs: Option<String>,
     pub acquired_us: Option<i64>,
@@ -60,6 +63,9 @@ impl Scene {
     /// Opens `path` with GDAL and works out bands, stretch, masks and georeferencing.
     pub fn open(path: &str, opts: &ReadOptions) -> Result<Scene> {
         let bad = |reason: String| AcfError::Raster { path: path.to_string(), reason };
+        if let Some(reason) = local_file_problem(path) {
+            return Err(bad(reason));
+        }
         let dataset = Dataset::open(path).map_err(|e| bad(format!("not a raster GDAL can open ({e})")))?;
         let count = dataset.raster_count();
         let (width, height) = dataset.raster_size();
@@ -94,6 +100,10 @@ impl Scene {
                 Some(s)
             }
         };
+        let palette = palette_of(&dataset, &bands, opts.bands.is_some());
+        if palette.is_some() {
+            warnings.retain(|w| !w.contains("replicated"));
+        }
         let (georef, crs) = georeferencing(&dataset, &mut warnings);
         Ok(Scene {
             path: path.to_string(),
@@ -104,6 +114,7 @@ impl Scene {
             height,
             stretch,
             masked,
+            palette,
             georef,
             crs,
             warnings,
@@ -111,7 +122,7 @@ impl Scene {
     }
 
     /// Reads one window (all three bands and the mask).
-    pub fn read(&self, window: &Window, chip: usize) -> Result<RawChip> {
+    pub fn read(&self, window: &Window) -> Result<RawChip> {
         let bad = |e: gdal::errors::GdalError| AcfError::Raster {
             path: self.path.clone(),
             reason: format!(
@@ -122,7 +133,19 @@ impl Scene {
         let n = window.width * window.height;
         let at = (window.col as isize, window.row as isize);
         let size = (window.width, window.height);
-        let data = if self.stretch.is_none() {
+        let data = if let Some(palette) = &self.palette {
+            let band = self.dataset.rasterband(self.bands[0]).map_err(bad)?;
+            let mut index = vec![0u8; n];
+            band.read_into_slice(at, size, size, &mut index, None).map_err(bad)?;
+            let mut buf = vec![0u8; 3 * n];
+            for (i, &v) in index.iter().enumerate() {
+                let rgb = palette.get(v as usize).copied().unwrap_or([0, 0, 0]);
+                for k in 0..3 {
+                    buf[k * n + i] = rgb[k];
+                }
+            }
+            WindowData::Byte(buf)
+        } else if self.stretch.is_none() {
             let mut buf = vec![0u8; 3 * n];
             for (k, &b) in self.bands.iter().enumerate() {
                 let band = self.dataset.rasterband(b).map_err(bad)?;
@@ -160,13 +183,48 @@ impl Scene {
             None
         };
         let valid_count = valid.as_ref().map_or(n, |v| v.iter().filter(|&&x| x).count());
-        Ok(RawChip {
-            window: *window,
-            data,
-            valid,
-            valid_fraction: valid_count as f32 / (chip * chip) as f32,
-        })
+        Ok(RawChip { window: *window, data, valid, valid_fraction: valid_count as f32 / n.max(1) as f32 })
     }
+}
+
+/// Why a local scene path cannot be a raster, said plainly (GDAL reports all of these as
+/// "not recognised" with an empty message); `None` for GDAL paths and ordinary files.
+fn local_file_problem(path: &str) -> Option<String> {
+    if path.starts_with("/vsi") {
+        return None;
+    }
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file".into()),
+        Err(e) => Some(format!("cannot access: {e}")),
+        Ok(m) if m.is_dir() => Some("is a directory".into()),
+        Ok(m) if m.len() == 0 => Some("empty file (0 bytes)".into()),
+        Ok(_) => match std::fs::File::open(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some("permission denied".into()),
+            Err(e) => Some(format!("cannot open: {e}")),
+            Ok(_) => None,
+        },
+    }
+}
+
+/// The colour table of a single-band paletted scene read without `--bands`, as RGB per
+/// index, so its chips are the colours people see rather than grey indices.
+fn palette_of(dataset: &Dataset, bands: &[usize; 3], bands_given: bool) -> Option<Vec<[u8; 3]>> {
+    if bands_given || bands[0] != bands[1] || bands[1] != bands[2] {
+        return None;
+    }
+    let band = dataset.rasterband(bands[0]).ok()?;
+    if band.color_interpretation() != ColorInterpretation::PaletteIndex
+        || band.band_type() != GdalDataType::UInt8
+    {
+        return None;
+    }
+    let table = band.color_table()?;
+    let clamp = |v: i16| v.clamp(0, 255) as u8;
+    Some(
+        (0..256)
+            .map(|i| table.entry_as_rgb(i).map_or([0, 0, 0], |e| [clamp(e.r), clamp(e.g), clamp(e.b)]))
+            .collect(),
+    )
 }
 
 fn dedup(bands: &[usize; 3]) -> Vec<usize> {

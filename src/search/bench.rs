@@ -13,8 +13,7 @@ use super::engine::{QueryOptions, search};
 use crate::error::{AcfError, Result};
 use crate::model::model_dir::ModelDir;
 use crate::storage::{
-    ChipRow, ChipSchema, IndexDir, IndexHeader, NodesDtype, PartWriter, SceneFingerprint, SceneRecord,
-    SceneStatus, scene_id,
+    ChipRow, ChipSchema, IndexDir, IndexHeader, NodesDtype, PartWriter, SceneFingerprint, SceneMeta, scene_id,
 };
 
 /// Chips per synthetic part file (one "scene" each).
@@ -42,13 +41,18 @@ pub fn synthetic_index(model: &ModelDir, dir: &Path, chips: usize) -> Result<()>
         _ => {
             let _ = std::fs::remove_dir_all(dir);
             let index = IndexDir::create(dir)?;
-            let header =
-                IndexHeader::for_model(model, NodesDtype::F16, "acf-index bench query (synthetic)".into(), 0);
+            let header = IndexHeader::for_model(
+                model,
+                NodesDtype::F16,
+                "acf-index bench query (synthetic)".into(),
+                0,
+                None,
+            );
             index.write_header(&header)?;
             (index, header)
         }
     };
-    if index.live_parts()?.iter().map(|(_, r)| r.chips as usize).sum::<usize>() == chips {
+    if index.live_parts()?.parts.iter().map(|(_, r)| r.chips as usize).sum::<usize>() == chips {
         return Ok(());
     }
     let d = model.config().embed_dim as usize;
@@ -81,21 +85,8 @@ pub fn synthetic_index(model: &ModelDir, dir: &Path, chips: usize) -> Result<()>
                 nodes: blocks[(written + i) % NODE_BLOCKS].clone(),
             })?;
         }
-        w.publish()?;
-        index.write_record(&SceneRecord {
-            path,
-            scene_id: id,
-            fingerprint,
-            status: SceneStatus::Ok,
-            part: Some(name),
-            chips: n as u64,
-            chips_low_valid: 0,
-            size: None,
-            crs: Some("EPSG:4326".into()),
-            error: None,
-            indexed_at: 0,
-            seconds: 0.0,
-        })?;
+        let meta = SceneMeta { path, scene_id: id, fingerprint, size: None, crs: Some("EPSG:4326".into()) };
+        index.commit_scene(&meta, Some(w), 0, 0.0)?;
         written += n;
         part_no += 1;
     }

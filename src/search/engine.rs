@@ -88,12 +88,20 @@ pub fn search(
     }
     let records = index.records()?;
     let live = index.live_parts()?;
+    for (record, reason) in &live.damaged {
+        tracing::warn!(
+            "{}: skipped: {reason}; rerun acf-index index to repair (the other scenes are searched)",
+            record.path
+        );
+    }
+    let damaged = live.damaged.len();
+    let live = live.parts;
     if live.is_empty() {
         let failed = records.values().filter(|r| r.status == SceneStatus::Failed).count();
         return Err(AcfError::Index {
             path: root.to_path_buf(),
             reason: format!(
-                "the index holds no chips ({} scene records, {failed} failed): run acf-index index first",
+                "the index holds no usable chips ({} scene records, {failed} failed, {damaged} damaged): run acf-index index first",
                 records.len()
             ),
         });
@@ -275,8 +283,15 @@ fn fetch(
         })
         .collect();
     let mut chips = HashMap::new();
-    for part in per_file {
-        chips.extend(part?);
+    for ((file, _), part) in wanted.iter().zip(per_file) {
+        match part {
+            Ok(rows) => chips.extend(rows),
+            // Pages damaged past the footer: that part's candidates drop out, the rest rank.
+            Err(e) => tracing::warn!(
+                "{}: skipped: {e}; rerun acf-index index --verify to repair",
+                files[*file].display()
+            ),
+        }
     }
     Ok(chips)
 }

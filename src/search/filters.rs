@@ -66,6 +66,14 @@ pub fn parse_bbox(text: &str) -> std::result::Result<[f64; 4], String> {
         .map(|x| x.trim().parse::<f64>().map_err(|_| format!("'{x}' is not a number")))
         .collect::<std::result::Result<_, _>>()?;
     let [a, b, c, d] = v[..] else { return Err(format!("'{text}' is not MINX,MINY,MAXX,MAXY")) };
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(format!("'{text}': every coordinate must be a finite number"));
+    }
+    if [a, c].iter().any(|x| x.abs() > 180.0) || [b, d].iter().any(|y| y.abs() > 90.0) {
+        return Err(format!(
+            "'{text}': longitudes must lie in [-180, 180] and latitudes in [-90, 90] (CRS84 degrees)"
+        ));
+    }
     if a > c || b > d {
         return Err(format!("'{text}': MINX must be <= MAXX and MINY <= MAXY"));
     }

@@ -90,6 +90,8 @@ pub struct ScanStats {
     pub chips_scanned: u64,
     pub row_groups_read: usize,
     pub row_groups_skipped: usize,
+    /// Part files that could not be read (each reported).
+    pub files_skipped: usize,
 }
 
 /// One empty top-N per query (`queries` holds Q vectors of `dim` floats).
@@ -119,8 +121,18 @@ pub fn scan(
         files.par_iter().enumerate().map(|(i, path)| scan_file(i, path, queries, dim, filters, n)).collect();
     let mut tops = empty_tops(queries, dim, n);
     let mut stats = ScanStats::default();
-    for r in per_file {
-        let (file_tops, s) = r?;
+    let mut first_error = None;
+    for (r, path) in per_file.into_iter().zip(files) {
+        // A damaged part (unreadable footer or pages) costs its own chips only.
+        let (file_tops, s) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("{}: skipped: {e}; rerun acf-index index --verify to repair", path.display());
+                stats.files_skipped += 1;
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
         for (t, f) in tops.iter_mut().zip(file_tops) {
             t.merge(f);
         }
@@ -128,7 +140,10 @@ pub fn scan(
         stats.row_groups_read += s.row_groups_read;
         stats.row_groups_skipped += s.row_groups_skipped;
     }
-    Ok((tops, stats))
+    match first_error {
+        Some(e) if stats.files_skipped == files.len() => Err(e),
+        _ => Ok((tops, stats)),
+    }
 }
 
 fn scan_file(

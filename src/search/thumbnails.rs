@@ -27,7 +27,7 @@ pub fn chip_png(scene: &str, window: [i32; 4], size: usize) -> Result<Vec<u8>> {
             reason: "the window is outside the scene (the scene changed since indexing?)".into(),
         });
     }
-    let raw = s.read(&w, size)?;
+    let raw = s.read(&w)?;
     let chw = to_model_chip(&raw, s.stretch.as_ref(), size);
     let plane = size * size;
     let hwc: Vec<u8> = (0..plane).flat_map(|i| [chw[i], chw[plane + i], chw[2 * plane + i]]).collect();

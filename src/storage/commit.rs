@@ -56,16 +56,17 @@ impl IndexDir {
         seconds: f64,
     ) -> Result<SceneRecord> {
         let chips = part.as_ref().map_or(0, |p| p.rows()) as u64;
-        let part = match part {
-            Some(p) => Some(self.relative(&p.publish()?)),
-            None => None,
-        };
+        let published = part.map(PartWriter::publish).transpose()?;
+        let part = published.as_ref().map(|p| self.relative(&p.path));
+        crate::faults::crash_point("commit:before-record");
         let record = SceneRecord {
             path: scene.path.clone(),
             scene_id: scene.scene_id.clone(),
             fingerprint: scene.fingerprint.clone(),
             status: SceneStatus::Ok,
             part: part.clone(),
+            part_bytes: published.as_ref().map(|p| p.bytes),
+            part_sha256: published.map(|p| p.sha256),
             chips,
             chips_low_valid,
             size: scene.size,
@@ -75,6 +76,7 @@ impl IndexDir {
             seconds,
         };
         self.write_record(&record)?;
+        crate::faults::crash_point("commit:before-cleanup");
         self.remove_stale(&scene.scene_id, part.as_deref());
         Ok(record)
     }
@@ -88,6 +90,8 @@ impl IndexDir {
             fingerprint: scene.fingerprint.clone(),
             status: SceneStatus::Failed,
             part: None,
+            part_bytes: None,
+            part_sha256: None,
             chips: 0,
             chips_low_valid: 0,
             size: scene.size,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use super::schema::{NodesDtype, SCHEMA_VERSION};
 use crate::error::{AcfError, Result};
@@ -31,6 +32,52 @@ pub struct IndexHeader {
     pub created_by: String,
     /// Unix seconds.
     pub created_at: u64,
+    /// The indexing options that change chips, fixed for the index (indexes written before
+    /// 0.1.1 lack them until their next run records them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chip_options: Option<ChipOptions>,
+}
+
+/// The `index` options that decide which chips exist and what they hold: every scene of an
+/// index is chipped with the same ones.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChipOptions {
+    /// `--stride`.
+    pub stride: usize,
+    /// `--bands` (None: the colour-interpretation default).
+    pub bands: Option<Vec<usize>>,
+    /// `--scale` (None: the per-scene 2–98 % stretch).
+    pub scale: Option<(f64, f64)>,
+    /// `--min-valid`.
+    pub min_valid: f32,
+}
+
+impl ChipOptions {
+    /// The first option that differs from `other`, as "--flag OTHER" and "THIS", for a message.
+    pub fn first_difference(&self, other: &ChipOptions) -> Option<(String, String)> {
+        let show = |v: &dyn std::fmt::Debug| format!("{v:?}");
+        if self.stride != other.stride {
+            return Some((format!("--stride {}", other.stride), self.stride.to_string()));
+        }
+        if self.bands != other.bands {
+            let b = |b: &Option<Vec<usize>>| {
+                b.as_ref().map_or("the default".to_string(), |v| {
+                    v.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+                })
+            };
+            return Some((format!("--bands {}", b(&other.bands)), b(&self.bands)));
+        }
+        if self.scale != other.scale {
+            let s = |s: &Option<(f64, f64)>| {
+                s.map_or("the per-scene stretch".to_string(), |(a, b)| format!("{a},{b}"))
+            };
+            return Some((format!("--scale {}", s(&other.scale)), s(&self.scale)));
+        }
+        if self.min_valid != other.min_valid {
+            return Some((format!("--min-valid {}", other.min_valid), show(&self.min_valid)));
+        }
+        None
+    }
 }
 
 impl IndexHeader {
@@ -40,6 +87,7 @@ impl IndexHeader {
         nodes_dtype: NodesDtype,
         created_by: String,
         created_at: u64,
+        chip_options: Option<ChipOptions>,
     ) -> Self {
         IndexHeader {
             schema_version: SCHEMA_VERSION,
@@ -49,6 +97,7 @@ impl IndexHeader {
             nodes_dtype,
             created_by,
             created_at,
+            chip_options,
         }
     }
 }
@@ -102,6 +151,12 @@ pub struct SceneRecord {
     pub status: SceneStatus,
     /// The part file (relative to the index), when chips were written.
     pub part: Option<String>,
+    /// Size of the part file in bytes (records written before 0.1.1 lack it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_bytes: Option<u64>,
+    /// sha256 of the part file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_sha256: Option<String>,
     /// Chips written.
     pub chips: u64,
     /// Windows not encoded because their valid fraction was under `--min-valid`.
@@ -114,6 +169,13 @@ pub struct SceneRecord {
     /// Unix seconds.
     pub indexed_at: u64,
     pub seconds: f64,
+}
+
+/// The usable part files of an index and the scenes whose part is missing or damaged.
+#[derive(Debug, Clone, Default)]
+pub struct LiveParts {
+    pub parts: Vec<(PathBuf, SceneRecord)>,
+    pub damaged: Vec<(SceneRecord, String)>,
 }
 
 /// A scene's stable id: the first 16 hex digits of sha256 of its path.
@@ -226,18 +288,49 @@ impl IndexDir {
         Ok(out)
     }
 
-    /// Live part files (named by an ok record and present), with their records.
-    pub fn live_parts(&self) -> Result<Vec<(PathBuf, SceneRecord)>> {
-        let mut parts = Vec::new();
+    /// Live part files (named by an ok record, present and of the recorded size), with
+    /// their records; and the ok scenes whose part is missing or damaged, with the reason.
+    pub fn live_parts(&self) -> Result<LiveParts> {
+        let mut live = LiveParts::default();
         for record in self.records()?.into_values() {
             if let (SceneStatus::Ok, Some(part)) = (record.status, &record.part) {
-                let path = self.root.join(part);
-                if path.is_file() {
-                    parts.push((path, record));
+                match self.part_problem(&record) {
+                    None => live.parts.push((self.root.join(part), record)),
+                    Some(reason) => live.damaged.push((record, reason)),
                 }
             }
         }
-        Ok(parts)
+        Ok(live)
+    }
+
+    /// Why an ok scene's part file cannot be used (missing, or not the size its record
+    /// says), or `None` when it looks whole. A cheap check (one `stat`); the checksum is
+    /// compared by [`IndexDir::part_checksum_ok`].
+    pub fn part_problem(&self, record: &SceneRecord) -> Option<String> {
+        let part = record.part.as_ref()?;
+        let path = self.root.join(part);
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some(format!("its part file {part} is missing"))
+            }
+            Err(e) => Some(format!("its part file {part} cannot be read: {e}")),
+            Ok(m) if !m.is_file() => Some(format!("its part file {part} is not a file")),
+            Ok(m) => match record.part_bytes {
+                Some(expected) if expected != m.len() => Some(format!(
+                    "its part file {part} is {} bytes, {expected} when written: damaged",
+                    m.len()
+                )),
+                _ => None,
+            },
+        }
+    }
+
+    /// True when the scene's part file has the sha256 of its record (or the record has none).
+    pub fn part_checksum_ok(&self, record: &SceneRecord) -> bool {
+        let (Some(part), Some(expected)) = (&record.part, &record.part_sha256) else { return true };
+        let Ok(mut file) = std::fs::File::open(self.root.join(part)) else { return false };
+        let mut hasher = sha2::Sha256::new();
+        std::io::copy(&mut file, &mut hasher).is_ok() && &crate::files::hex(&hasher.finalize()) == expected
     }
 
     /// Relative path of the part file for a scene content + model; deterministic so that a

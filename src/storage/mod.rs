@@ -27,10 +27,10 @@ pub use chip_reader::{StoredChip, read_features, read_rows};
 pub use commit::{SceneMeta, now_s};
 pub use global_reader::{GlobalReader, GlobalRow, RowGroupSummary};
 pub use index_dir::{
-    INDEX_FILE, IndexDir, IndexHeader, PARTS_DIR, SCENES_DIR, SceneFingerprint, SceneRecord, SceneStatus,
-    scene_id,
+    ChipOptions, INDEX_FILE, IndexDir, IndexHeader, LiveParts, PARTS_DIR, SCENES_DIR, SceneFingerprint,
+    SceneRecord, SceneStatus, scene_id,
 };
 pub use lock::WriterLock;
-pub use part::PartWriter;
+pub use part::{PartWriter, PublishedPart};
 pub use rows::ChipRow;
 pub use schema::{ChipSchema, NodesDtype, SCHEMA_VERSION, columns, geo_metadata};

@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::Write;
 use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
 
 use arrow::datatypes::Schema;
 use std::path::{Path, PathBuf};
@@ -23,13 +26,42 @@ use crate::error::{AcfError, Result};
 /// few selected chips touches little, large enough that the `global` column reads in bulk.
 pub const ROW_GROUP_ROWS: usize = 256;
 
+/// A file that hashes what is written to it: the part's checksum costs no second read.
+struct HashingFile {
+    file: File,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// A published part file: where it is, its size and its sha256 (recorded in the scene
+/// record, so damage is detected).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedPart {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
 /// A part file being written.
 pub struct PartWriter {
     schema: ChipSchema,
     arrow_schema: Arc<Schema>,
     tmp_path: PathBuf,
     final_path: PathBuf,
-    writer: Option<ArrowWriter<File>>,
+    writer: Option<ArrowWriter<HashingFile>>,
     pending: Vec<ChipRow>,
     rows: usize,
 }
@@ -44,10 +76,10 @@ impl PartWriter {
         acf_metadata: &str,
         bbox: Option<[f64; 4]>,
     ) -> Result<PartWriter> {
-        let name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp_path = final_path.with_file_name(format!(".{name}.tmp"));
+        let tmp_path = crate::files::temp_beside(final_path);
         let file =
             File::create(&tmp_path).map_err(|e| AcfError::io(&tmp_path, "cannot create part file", e))?;
+        let file = HashingFile { file, hasher: Sha256::new(), bytes: 0 };
         let plain = |col: &[&str]| ColumnPath::new(col.iter().map(|s| s.to_string()).collect());
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
@@ -134,16 +166,19 @@ impl PartWriter {
     }
 
     /// Finishes the file (footer with the `geo` metadata), fsyncs it and renames it to its
-    /// final name. Returns the final path.
-    pub fn publish(mut self) -> Result<PathBuf> {
+    /// final name.
+    pub fn publish(mut self) -> Result<PublishedPart> {
         self.flush()?;
         let writer = self.writer.take().ok_or_else(|| closed(&self.tmp_path))?;
-        let file = writer.into_inner().map_err(|e| parquet_error(&self.tmp_path, e))?;
-        file.sync_all().map_err(|e| AcfError::io(&self.tmp_path, "cannot sync part file", e))?;
-        drop(file);
+        let out = writer.into_inner().map_err(|e| parquet_error(&self.tmp_path, e))?;
+        out.file.sync_all().map_err(|e| AcfError::io(&self.tmp_path, "cannot sync part file", e))?;
+        let (bytes, sha256) = (out.bytes, crate::files::hex(&out.hasher.finalize()));
+        drop(out.file);
+        crate::faults::crash_point("part:before-rename");
         std::fs::rename(&self.tmp_path, &self.final_path)
             .map_err(|e| AcfError::io(&self.final_path, "cannot publish part file (rename)", e))?;
-        Ok(self.final_path.clone())
+        crate::files::sync_dir_of(&self.final_path);
+        Ok(PublishedPart { path: self.final_path.clone(), bytes, sha256 })
     }
 
     /// Deletes the temporary file (a scene that failed half-way leaves nothing behind).
@@ -187,7 +222,11 @@ mod tests {
             w.push(row(i, 4, 2, i % 2 == 0)).unwrap();
         }
         assert!(!path.exists(), "visible before publish");
-        assert_eq!(w.publish().unwrap(), path);
+        let published = w.publish().unwrap();
+        assert_eq!(published.path, path);
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(published.bytes, on_disk.len() as u64);
+        assert_eq!(published.sha256, crate::files::sha256_hex(&on_disk), "checksum of what was written");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.parquet")], "temporary file left behind");
         let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
