@@ -332,3 +332,67 @@ fn contradictory_query_filters_are_usage_errors() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "--min-valid 1.5");
 }
+
+#[test]
+fn a_paletted_scene_is_indexed_in_its_colours() {
+    use gdal::raster::{ColorEntry, ColorInterpretation, ColorTable, PaletteInterpretation};
+    let dir = Dir::new();
+    let path = dir.join("paletted.tif");
+    {
+        let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+        let mut ds = driver.create_with_band_type::<u8, _>(&path, 224, 224, 1).unwrap();
+        ds.set_geo_transform(&[500_000.0, 1.0, 0.0, 3_300_000.0, 0.0, -1.0]).unwrap();
+        ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32617).unwrap()).unwrap();
+        let mut band = ds.rasterband(1).unwrap();
+        // Left half index 1 (red), right half index 2 (blue).
+        let pixels: Vec<u8> = (0..224 * 224).map(|i| if i % 224 < 112 { 1 } else { 2 }).collect();
+        band.write((0, 0), (224, 224), &mut gdal::raster::Buffer::new((224, 224), pixels)).unwrap();
+        let mut table = ColorTable::new(PaletteInterpretation::Rgba);
+        table.set_color_entry(1, &ColorEntry::rgba(200, 10, 10, 255));
+        table.set_color_entry(2, &ColorEntry::rgba(10, 10, 200, 255));
+        band.set_color_table(&table);
+        band.set_color_interpretation(ColorInterpretation::PaletteIndex).unwrap();
+    }
+    let out = dir.join("idx");
+    let (code, err) = run(index_cmd(&dir, &out, std::slice::from_ref(&path)));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("replicated"), "a palette is not a grey band: {err}");
+    let o = Command::new(BIN)
+        .args(["query", "--device", "cpu", "--thumbnails", "thumbs", "--index"])
+        .arg(&out)
+        .arg(QUERY)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let thumb = std::fs::read_dir(dir.join("thumbs")).unwrap().next().unwrap().unwrap().path();
+    let img = image::open(&thumb).unwrap().to_rgb8();
+    let (left, right) = (img.get_pixel(10, 100), img.get_pixel(img.width() - 10, 100));
+    assert_eq!((left[0], left[2]), (200, 10), "left half red, got {left:?}");
+    assert_eq!((right[0], right[2]), (10, 200), "right half blue, got {right:?}");
+}
+
+#[test]
+fn prune_removes_scenes_whose_source_is_gone_and_info_lists_them_before() {
+    let dir = Dir::new();
+    let all = scenes(&dir);
+    let src = dir.join("src");
+    let out = dir.join("idx");
+    assert_eq!(run(index_cmd(&dir, &out, std::slice::from_ref(&src))).0, 0);
+    std::fs::remove_file(&all[2]).unwrap();
+    let info = Command::new(BIN).arg("info").arg(&out).output().unwrap();
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(text.contains("source gone") && text.contains("c.tif"), "{text}");
+    // Without --prune the deleted scene stays; with it, it goes.
+    assert_eq!(run(index_cmd(&dir, &out, std::slice::from_ref(&src))).0, 0);
+    assert_eq!(recorded_chips(&out).len(), 3);
+    let mut cmd = index_cmd(&dir, &out, std::slice::from_ref(&src));
+    cmd.arg("--prune");
+    let (code, err) = run(cmd);
+    assert_eq!(code, 0, "{err}");
+    let left = recorded_chips(&out);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.keys().any(|p| p.ends_with("c.tif")));
+    let (_, hits, _) = query_all(&dir, &out);
+    assert!(hits.iter().all(|(s, _)| !s.ends_with("c.tif")), "its chips are gone too");
+}

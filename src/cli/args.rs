@@ -263,6 +263,10 @@ pub struct IndexArgs {
     /// The index was built with another model: delete it and start a new one with this model.
     #[arg(long, conflicts_with = "shard")]
     pub new_model: bool,
+    /// Remove from the index the scenes under the given folders (or the given files) whose
+    /// source file no longer exists: their records and chips.
+    #[arg(long)]
+    pub prune: bool,
     /// Take only shard I of N (0-based) of the scene list, e.g. 3/8: N workers can index into
     /// one directory side by side (Kubernetes indexed Job, Slurm array).
     #[arg(long, value_parser = crate::index::parse_shard)]

@@ -42,6 +42,7 @@ pub fn index(args: IndexArgs) -> Result<i32> {
         nodes_dtype: args.nodes_dtype.map(Into::into),
         verify: args.verify,
         new_model: args.new_model,
+        prune: args.prune,
         progress: std::io::stderr().is_terminal(),
     };
     let summary = crate::index::run(&model, &opts, interrupt)
@@ -62,6 +63,9 @@ pub fn index(args: IndexArgs) -> Result<i32> {
             summary.device,
             summary.peak_rss_mib.map_or("-".into(), |m| format!("{m:.0} MiB")),
         );
+        if summary.pruned > 0 {
+            println!("{} scene(s) whose source is gone removed (--prune)", summary.pruned);
+        }
     }
     tracing::info!(
         scenes = summary.scenes,
@@ -119,6 +123,7 @@ pub fn bench_index(
         nodes_dtype: None,
         verify: false,
         new_model: false,
+        prune: false,
         progress: false,
     };
     let row = crate::index::bench::bench_index(&model, &scene.to_string_lossy(), &opts, min_seconds)?;

@@ -31,6 +31,8 @@ pub struct IndexInfo {
     /// (scene, reason) of indexed scenes whose part file is missing or damaged: queries skip
     /// them, a rerun of `index` indexes them again.
     pub damaged: Vec<(String, String)>,
+    /// Indexed scenes whose local source file no longer exists (`index --prune` removes them).
+    pub missing_sources: Vec<String>,
 }
 
 /// Reads the summary of the index at `root`.
@@ -52,6 +54,7 @@ pub fn index_info(root: &Path) -> Result<IndexInfo> {
         crs: BTreeMap::new(),
         failures: Vec::new(),
         damaged: Vec::new(),
+        missing_sources: Vec::new(),
     };
     for record in index.records()?.into_values() {
         match record.status {
@@ -60,6 +63,9 @@ pub fn index_info(root: &Path) -> Result<IndexInfo> {
                 info.damaged.push((record.path.clone(), reason));
             }
             SceneStatus::Ok => {
+                if !record.path.starts_with("/vsi") && !Path::new(&record.path).exists() {
+                    info.missing_sources.push(record.path.clone());
+                }
                 info.scenes_ok += 1;
                 info.chips += record.chips;
                 info.chips_low_valid += record.chips_low_valid;
@@ -116,6 +122,9 @@ impl std::fmt::Display for IndexInfo {
         }
         for (scene, reason) in &self.failures {
             writeln!(f, "failed       {scene}: {reason}")?;
+        }
+        for scene in &self.missing_sources {
+            writeln!(f, "source gone  {scene} (index --prune removes it)")?;
         }
         for (scene, reason) in &self.damaged {
             writeln!(f, "damaged      {scene}: {reason} (rerun acf-index index to repair)")?;

@@ -56,6 +56,8 @@ pub struct IndexOptions {
     pub verify: bool,
     /// Replace an index built with another model.
     pub new_model: bool,
+    /// Remove scenes under the given paths whose source no longer exists.
+    pub prune: bool,
     /// Draw a progress bar.
     pub progress: bool,
 }
@@ -76,6 +78,8 @@ pub struct IndexSummary {
     pub interrupted: bool,
     /// Scenes neither indexed, skipped nor failed (left by an interrupt): a rerun does them.
     pub not_done: usize,
+    /// Scenes removed by `--prune` (their source is gone).
+    pub pruned: usize,
     /// (scene, reason) of each failed scene.
     pub failures: Vec<(String, String)>,
 }
@@ -154,6 +158,9 @@ pub fn run(model: &ModelDir, opts: &IndexOptions, interrupt: Arc<AtomicBool>) ->
         ..Default::default()
     };
 
+    if opts.prune {
+        summary.pruned = prune_missing(&index, &opts.inputs.paths)?;
+    }
     let mut jobs = Vec::new();
     for path in scenes {
         let id = scene_id(&path);
@@ -190,6 +197,27 @@ pub fn run(model: &ModelDir, opts: &IndexOptions, interrupt: Arc<AtomicBool>) ->
     summary.chips_per_s = summary.chips as f64 / summary.seconds.max(1e-9);
     summary.peak_rss_mib = crate::device::peak_rss_mib();
     Ok(summary)
+}
+
+/// Removes the scenes recorded under `roots` (folders or files given to `index`) whose source
+/// file no longer exists; returns how many. GDAL paths are left alone.
+fn prune_missing(index: &IndexDir, roots: &[std::path::PathBuf]) -> Result<usize> {
+    let roots: Vec<std::path::PathBuf> = roots
+        .iter()
+        .map(|r| std::fs::canonicalize(r).or_else(|_| std::path::absolute(r)))
+        .filter_map(|r| r.ok())
+        .collect();
+    let mut pruned = 0;
+    for record in index.records()?.into_values() {
+        let path = std::path::Path::new(&record.path);
+        if record.path.starts_with("/vsi") || !roots.iter().any(|r| path.starts_with(r)) || path.exists() {
+            continue;
+        }
+        index.remove_scene(&record.scene_id)?;
+        tracing::info!("{}: source gone, removed from the index (--prune)", record.path);
+        pruned += 1;
+    }
+    Ok(pruned)
 }
 
 fn run_pipeline(
@@ -632,6 +660,7 @@ mod tests {
             nodes_dtype: None,
             verify: false,
             new_model: false,
+            prune: false,
             progress: false,
         }
     }

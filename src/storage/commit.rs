@@ -105,6 +105,20 @@ impl IndexDir {
         Ok(())
     }
 
+    /// Removes a scene from the index: its record first (from then on no reader sees it),
+    /// then its part files.
+    pub fn remove_scene(&self, scene_id: &str) -> Result<()> {
+        let record = self.record_path(scene_id);
+        match std::fs::remove_file(&record) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(crate::error::AcfError::io(&record, "cannot remove scene record", e));
+            }
+            _ => crate::files::sync_dir_of(&record),
+        }
+        self.remove_stale(scene_id, None);
+        Ok(())
+    }
+
     /// Removes the scene's part and temporary files other than `keep` (best effort: a file
     /// left behind is not named by any record, and the next run tries again).
     pub fn remove_stale(&self, scene_id: &str, keep: Option<&str>) {
