@@ -1,10 +1,8 @@
 //! `acf-index`: parses the command line and hands it to the library.
 
-use clap::Parser;
-
 fn main() {
     reset_sigpipe();
-    let cli = acf_index::cli::Cli::parse();
+    let cli = acf_index::cli::parse();
     std::process::exit(acf_index::cli::run(cli));
 }
 

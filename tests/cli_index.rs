@@ -146,7 +146,9 @@ fn real_scenes_give_the_chip_grid_and_footprints_gdal_gives() {
             .flat_map(|r| {
                 let v: Vec<f64> =
                     r["window"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-                [(v[0], v[1]), (v[0] + v[2], v[1]), (v[0] + v[2], v[1] + v[3]), (v[0], v[1] + v[3])]
+                // Counter-clockwise on the map for these north-up scenes: top-left, bottom-left,
+                // bottom-right, top-right.
+                [(v[0], v[1]), (v[0], v[1] + v[3]), (v[0] + v[2], v[1] + v[3]), (v[0] + v[2], v[1])]
             })
             .collect();
         let expected = gdaltransform(scene, &corners);
@@ -158,6 +160,8 @@ fn real_scenes_give_the_chip_grid_and_footprints_gdal_gives() {
                 .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap()))
                 .collect();
             assert_eq!(ring.len(), 33, "{name}: 8 points per edge, closed");
+            let area: f64 = ring.windows(2).map(|w| w[0].0 * w[1].1 - w[1].0 * w[0].1).sum();
+            assert!(area > 0.0, "{name}: exterior ring not counter-clockwise (RFC 7946)");
             for (k, &(ex, ey)) in expected[4 * i..4 * i + 4].iter().enumerate() {
                 let (x, y) = ring[k * 8];
                 assert!(

@@ -123,6 +123,10 @@ fn geojson_html_and_thumbnails_are_well_formed() {
         for ring in f["geometry"]["coordinates"].as_array().unwrap() {
             let ring = ring.as_array().unwrap();
             assert!(ring.len() >= 4 && ring.first() == ring.last(), "a linear ring is closed, 4+ positions");
+            let pts: Vec<(f64, f64)> =
+                ring.iter().map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap())).collect();
+            let area: f64 = pts.windows(2).map(|w| w[0].0 * w[1].1 - w[1].0 * w[0].1).sum();
+            assert!(area > 0.0, "RFC 7946 right-hand rule: exterior ring counter-clockwise");
             for p in ring {
                 let p = p.as_array().unwrap();
                 assert_eq!(p.len(), 2);

@@ -78,3 +78,43 @@ fn failures_exit_1_with_one_error_line() {
         .fails()
         .error_has("no-such-model");
 }
+
+#[test]
+fn json_logs_are_one_object_per_stderr_line_even_for_errors() {
+    let dir = Dir::new();
+    let out = dir.join("idx");
+    // A run with warnings, a failed scene and the summary; then a usage error and a failure.
+    let bad = dir.write("bad.tif", b"not a raster");
+    let runs = [
+        dir.command()
+            .args(["--log-format", "json", "index", "--device", "cpu", "--out"])
+            .arg(&out)
+            .arg(crate::util::geotiff("naip-4band-150x200.tif"))
+            .arg(&bad)
+            .run(),
+        dir.command().args(["--log-format", "json", "query", "--top-k", "0", "--index", "x", "q"]).run(),
+        dir.command().args(["--log-format", "json", "info"]).arg(dir.join("nope")).run(),
+    ];
+    for run in &runs {
+        assert!(!run.stderr.trim().is_empty(), "{run}");
+        for line in run.stderr.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}\n{run}"));
+            assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
+        }
+    }
+    assert_eq!(runs[1].code, Some(2), "usage error: {}", runs[1]);
+    assert_eq!(runs[2].code, Some(1), "{}", runs[2]);
+}
+
+#[test]
+fn completions_and_a_man_page_are_generated() {
+    let dir = Dir::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let run = dir.command().args(["completions", shell]).succeeds();
+        assert!(run.stdout.contains("acf-index") && run.stdout.contains("query"), "{shell}");
+    }
+    let man = dir.command().arg("man").succeeds();
+    assert!(man.stdout.starts_with(".ie") || man.stdout.contains(".TH"), "roff output");
+    assert!(man.stdout.contains("acf-index") && man.stdout.contains("index"), "names the commands");
+}

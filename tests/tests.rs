@@ -9,4 +9,5 @@ mod cli_index;
 mod cli_model;
 mod cli_query;
 mod cli_rank;
+mod cli_readers;
 mod cli_usage;

@@ -21,6 +21,14 @@ print(duckdb.sql(f"""
     SELECT chip_id, bbox.xmin, bbox.ymin FROM read_parquet('{parts}')
     WHERE bbox.xmax >= -106.1 AND bbox.xmin <= -106.0 AND bbox.ymax >= 40.5 AND bbox.ymin <= 40.7
 """).fetchall())
+# Stage 1 of a search in SQL: the chips whose `global` vector is closest to a query vector
+# (here the first chip's own, i.e. "more like this"). Parquet has no fixed-size list type, so
+# DuckDB reads `global` as FLOAT[] (a list): cast it to FLOAT[512] for the array functions.
+print(duckdb.sql(f"""
+    WITH q AS (SELECT global::FLOAT[512] AS v FROM read_parquet('{parts}') ORDER BY chip_id LIMIT 1)
+    SELECT chip_id, round(array_inner_product(global::FLOAT[512], q.v), 4) AS sim_g
+    FROM read_parquet('{parts}'), q ORDER BY sim_g DESC LIMIT 3
+""").fetchall())
 try:
     duckdb.sql("LOAD spatial")
     print(duckdb.sql(f"SELECT chip_id, ST_Area(geometry) FROM read_parquet('{parts}') LIMIT 3").fetchall())

@@ -160,6 +160,13 @@ pub enum Command {
     /// Benchmarks (print throughput, assert nothing).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print a shell completion script, e.g. `acf-index completions bash > /etc/bash_completion.d/acf-index`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `acf-index man > /usr/local/share/man/man1/acf-index.1`.
+    Man,
 }
 
 /// Arguments of `acf-index train`.

@@ -35,6 +35,17 @@ pub fn dispatch(command: Command) -> Result<i32> {
         Command::Bench(BenchCommand::Index { scene, model, batch, readers, min_seconds, json }) => {
             super::index_cmd::bench_index(&scene, &model, batch, readers, min_seconds, json).map(|_| OK)
         }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = super::args::Cli::command();
+            clap_complete::generate(shell, &mut cmd, "acf-index", &mut std::io::stdout());
+            Ok(OK)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(super::args::Cli::command()).render(&mut std::io::stdout())?;
+            Ok(OK)
+        }
         Command::Bench(BenchCommand::Model { configs, device, min_seconds, json }) => {
             bench(&configs, device.resolve()?, min_seconds, json).map(|_| OK)
         }

@@ -79,12 +79,12 @@ pub fn index(args: IndexArgs) -> Result<i32> {
     );
     Ok(if summary.interrupted {
         if summary.not_done > 0 {
-            eprintln!(
+            super::say(&format!(
                 "interrupted: {} scene(s) not indexed; rerun the same command to complete the index",
                 summary.not_done
-            );
+            ));
         } else {
-            eprintln!("interrupted after every scene was done: the index is complete");
+            super::say("interrupted after every scene was done: the index is complete");
         }
         exit::INTERRUPTED
     } else if summary.failed > 0 {

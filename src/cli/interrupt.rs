@@ -21,7 +21,7 @@ pub fn install(message: &'static str) -> Result<Arc<AtomicBool>> {
             // SAFETY: `_exit` only ends the process.
             unsafe { libc::_exit(exit::INTERRUPTED) }
         }
-        eprintln!("\n{message}");
+        super::say(message);
     })
     .context("cannot install the signal handler")?;
     Ok(flag)

@@ -36,12 +36,12 @@ pub fn run(cli: Cli) -> i32 {
     match commands::dispatch(cli.command) {
         Ok(code) => code,
         Err(err) if err.downcast_ref::<UsageError>().is_some() => {
-            eprintln!("error: {err}\n\nFor more information, try '--help'.");
+            say_error(&format!("{err}"), "For more information, try '--help'.");
             exit::USAGE
         }
         Err(err) => {
             tracing::debug!("{err:?}");
-            eprintln!("error: {}", one_line(&err));
+            say_error(&one_line(&err), "");
             exit::FAILED
         }
     }
@@ -62,7 +62,53 @@ fn one_line(err: &anyhow::Error) -> String {
     line
 }
 
+/// Whether stderr carries JSON lines (`--log-format json`): then every line is one object.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A message for the person (or cron log) watching stderr: plain text, or with
+/// `--log-format json` a JSON object like every other stderr line.
+pub fn say(message: &str) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{}", serde_json::json!({"level": "WARN", "fields": {"message": message}}));
+    } else {
+        eprintln!("{message}");
+    }
+}
+
+/// The final `error:` line (and a hint for people, left out of JSON).
+fn say_error(message: &str, hint: &str) {
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{}", serde_json::json!({"level": "ERROR", "fields": {"message": message}}));
+    } else if hint.is_empty() {
+        eprintln!("error: {message}");
+    } else {
+        eprintln!("error: {message}\n\n{hint}");
+    }
+}
+
+/// Parses the command line; a usage error is printed by clap, or as one JSON line when the
+/// arguments ask for `--log-format json`.
+pub fn parse() -> Cli {
+    use clap::Parser;
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let args: Vec<String> = std::env::args().collect();
+            let json = args.windows(2).any(|w| w[0] == "--log-format" && w[1] == "json")
+                || args.iter().any(|a| a == "--log-format=json");
+            if json && e.use_stderr() {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+                eprintln!("{}", serde_json::json!({"level": "ERROR", "fields": {"message": first}}));
+                std::process::exit(exit::USAGE);
+            }
+            e.exit()
+        }
+    }
+}
+
 fn init_logging(format: LogFormat, verbose: u8, quiet: bool) {
+    JSON_LOGS.store(matches!(format, LogFormat::Json), std::sync::atomic::Ordering::Relaxed);
     use tracing_subscriber::EnvFilter;
     let level = match (quiet, verbose) {
         (true, _) => "error",

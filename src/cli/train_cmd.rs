@@ -48,9 +48,9 @@ pub fn train(args: TrainArgs) -> Result<()> {
     };
     let summary = run_training(&opts, interrupt)?;
     if !summary.skipped.is_empty() {
-        eprintln!("skipped {} bad item(s) (--skip-bad):", summary.skipped.len());
+        super::say(&format!("skipped {} bad item(s) (--skip-bad):", summary.skipped.len()));
         for s in &summary.skipped {
-            eprintln!("  {s}");
+            super::say(&format!("  {s}"));
         }
     }
     let s = &summary.state;

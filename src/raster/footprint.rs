@@ -46,6 +46,12 @@ pub fn window_ring(window: &Window) -> Vec<(f64, f64)> {
     ring
 }
 
+/// Twice the signed area of a closed ring (shoelace): positive when counter-clockwise.
+pub fn signed_area(xs: &[f64], ys: &[f64]) -> f64 {
+    let n = xs.len().min(ys.len());
+    (0..n.saturating_sub(1)).map(|i| xs[i] * ys[i + 1] - xs[i + 1] * ys[i]).sum()
+}
+
 /// The windows on the border of a `width` × `height` chip grid.
 pub fn border_windows(windows: &[Window], width: usize, height: usize) -> impl Iterator<Item = &Window> {
     windows
@@ -77,6 +83,12 @@ impl Georef {
         let (mut xs, mut ys): (Vec<f64>, Vec<f64>) =
             ring.iter().map(|&(px, py)| self.pixel_to_scene(px, py)).unzip();
         self.to_crs84.transform_coords(&mut xs, &mut ys, &mut [])?;
+        // RFC 7946 and GeoParquet's declared orientation: exterior rings counter-clockwise
+        // (a north-up scene's pixel-order ring is clockwise on the map).
+        if signed_area(&xs, &ys) < 0.0 {
+            xs.reverse();
+            ys.reverse();
+        }
         let mut linear_ring = Geometry::empty(OGRwkbGeometryType::wkbLinearRing)?;
         let mut bbox = [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
         for (&x, &y) in xs.iter().zip(&ys) {
@@ -156,5 +168,8 @@ mod tests {
         assert!(fp.bbox[2] > -75.0 && fp.bbox[2] < -74.9 && fp.bbox[1] < 0.0 && fp.bbox[1] > -0.1);
         let polygon = Geometry::from_wkb(&fp.wkb).unwrap();
         assert_eq!(polygon.geometry_name(), "POLYGON");
+        let ring = polygon.get_geometry(0).get_point_vec();
+        let (xs, ys): (Vec<f64>, Vec<f64>) = ring.iter().map(|p| (p.0, p.1)).unzip();
+        assert!(signed_area(&xs, &ys) > 0.0, "exterior ring counter-clockwise");
     }
 }

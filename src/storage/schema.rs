@@ -132,6 +132,7 @@ pub fn geo_metadata(bbox: Option<[f64; 4]>) -> String {
         "encoding": "WKB",
         "geometry_types": ["Polygon"],
         "edges": "planar",
+        "orientation": "counterclockwise",
         "covering": {"bbox": {
             "xmin": ["bbox", "xmin"], "ymin": ["bbox", "ymin"],
             "xmax": ["bbox", "xmax"], "ymax": ["bbox", "ymax"],
@@ -166,6 +167,7 @@ mod tests {
         assert_eq!(geo["version"], "1.1.0");
         assert_eq!(geo["primary_column"], "geometry");
         assert_eq!(geo["columns"]["geometry"]["encoding"], "WKB");
+        assert_eq!(geo["columns"]["geometry"]["orientation"], "counterclockwise");
         assert_eq!(geo["columns"]["geometry"]["bbox"], json!([1.0, 2.0, 3.0, 4.0]));
         assert_eq!(geo["columns"]["geometry"]["covering"]["bbox"]["xmax"], json!(["bbox", "xmax"]));
         assert!(geo["columns"]["geometry"].get("crs").is_none(), "absent crs means OGC:CRS84");
