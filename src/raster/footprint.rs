@@ -168,8 +168,13 @@ mod tests {
         assert!(fp.bbox[2] > -75.0 && fp.bbox[2] < -74.9 && fp.bbox[1] < 0.0 && fp.bbox[1] > -0.1);
         let polygon = Geometry::from_wkb(&fp.wkb).unwrap();
         assert_eq!(polygon.geometry_name(), "POLYGON");
-        let ring = polygon.get_geometry(0).get_point_vec();
-        let (xs, ys): (Vec<f64>, Vec<f64>) = ring.iter().map(|p| (p.0, p.1)).unzip();
+        let ring = polygon.get_geometry(0);
+        let (xs, ys): (Vec<f64>, Vec<f64>) = (0..ring.point_count() as i32)
+            .map(|i| {
+                let (x, y, _) = ring.get_point(i);
+                (x, y)
+            })
+            .unzip();
         assert!(signed_area(&xs, &ys) > 0.0, "exterior ring counter-clockwise");
     }
 }
