@@ -57,10 +57,14 @@ for trial in $(seq 1 "$K"); do
     sleep "$delay"
     kill -s "$signal" "$pid" 2>/dev/null || true
     set +e; wait "$pid"; code=$?; set -e
+    # A reader at this moment: info works, query answers (or, before any scene was committed,
+    # says the index holds no chips), and every scene it sees is whole.
     reader_ok=1
-    "$BIN" -q info "$out" >/dev/null 2>&1 || reader_ok=0
     if [ -f "$out/index.json" ]; then
-        "$BIN" -q query --device cpu --index "$out" "trees" >/dev/null 2>&1 || reader_ok=0
+        "$BIN" -q info "$out" >/dev/null 2>&1 || reader_ok=0
+        q=$("$BIN" -q query --device cpu --index "$out" "trees" 2>&1 >/dev/null) || {
+            grep -q "holds no usable chips" <<<"$q" || reader_ok=0
+        }
         [ "$(check "$out" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["whole"])')" = True ] || reader_ok=0
     fi
     index "$out"

@@ -315,3 +315,40 @@ fn the_default_model_finds_classes_in_a_mosaic_of_ucm_test_images() {
     // Chance: 5 of the 30 cells are of each class.
     assert!(mean >= 0.4, "mean P@5 {mean:.2} not clearly above chance 0.17: {report:?}");
 }
+
+#[test]
+fn embed_gives_the_vector_that_ranks_stage_1_in_duckdb_as_acf_index_does() {
+    let dir = Dir::new();
+    let index = geotiff_index(&dir, "idx", &[]);
+    let run = dir.command().args(["embed", "--device", "cpu", QUERY]).succeeds();
+    let e = parse_json(&run.stdout);
+    let global: Vec<f64> = e["global"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(global.len(), 512);
+    assert!((global.iter().map(|v| v * v).sum::<f64>().sqrt() - 1.0).abs() < 1e-4, "unit length");
+    assert!(!e["tokens"].as_array().unwrap().is_empty());
+    // acf-index's own sim_g of every chip (all candidates kept), best first.
+    let hits = query(&dir, &index, QUERY, &["--top-k", "100000", "--candidates", "100000"]);
+    let mut ours: Vec<(f64, String)> = hits
+        .iter()
+        .map(|h| (h["sim_g"].as_f64().unwrap(), h["chip_id"].as_str().unwrap().to_string()))
+        .collect();
+    ours.sort_by(|a, b| b.0.total_cmp(&a.0));
+    // DuckDB, given the `embed --format sql` literal.
+    let literal =
+        dir.command().args(["embed", "--device", "cpu", "--format", "sql", QUERY]).succeeds().stdout;
+    let sql = format!(
+        "SELECT chip_id, array_inner_product(global::FLOAT[512], {}) AS s FROM read_parquet('{}/parts/*.parquet') ORDER BY s DESC LIMIT 10",
+        literal.trim(),
+        index.display()
+    );
+    let out = std::process::Command::new(crate::util::python())
+        .args(["-c", "import duckdb, json, sys; print(json.dumps(duckdb.sql(sys.argv[1]).fetchall()))", &sql])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let duck: Vec<(String, f64)> = serde_json::from_slice::<Vec<(String, f64)>>(&out.stdout).unwrap();
+    for (i, (id, s)) in duck.iter().enumerate() {
+        assert!((s - ours[i].0).abs() < 1e-4, "rank {i}: DuckDB {s} vs acf-index {}", ours[i].0);
+        assert!(ours[..10].iter().any(|(_, o)| o == id), "{id} is in acf-index's stage-1 top 10");
+    }
+}

@@ -49,6 +49,15 @@ impl From<NodesDtypeArg> for crate::storage::NodesDtype {
     }
 }
 
+/// `--format` of `embed`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EmbedFormat {
+    /// One JSON object.
+    Json,
+    /// A DuckDB array literal.
+    Sql,
+}
+
 /// `--format` of `query`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum FormatArg {
@@ -149,6 +158,20 @@ pub enum Command {
     /// reads their region features and ranks them by S (attention correction and filtering,
     /// both directions, plus the global term). --exhaustive scores every chip with S.
     Query(QueryArgs),
+    /// Print a query's global vector for engines that run stage 1 themselves (DuckDB, Spark).
+    ///
+    /// `--format json` (default): {"text", "tokens", "unknown", "global": [D floats]};
+    /// `--format sql`: a DuckDB literal `[…]::FLOAT[512]` to compare with
+    /// `global::FLOAT[512]` by `array_inner_product` (see examples/readers/duckdb_read.py).
+    Embed {
+        /// The query, e.g. "tennis court near football field".
+        text: String,
+        /// Output: json or sql.
+        #[arg(long, value_enum, default_value_t = EmbedFormat::Json)]
+        format: EmbedFormat,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
     /// Show what an index holds: scenes, chips, model, size per chip, CRSs, failures.
     Info {
         /// Index directory.

@@ -35,6 +35,18 @@ pub fn dispatch(command: Command) -> Result<i32> {
         Command::Bench(BenchCommand::Index { scene, model, batch, readers, min_seconds, json }) => {
             super::index_cmd::bench_index(&scene, &model, batch, readers, min_seconds, json).map(|_| OK)
         }
+        Command::Embed { text, format, model } => {
+            let loaded = super::model_arg::load_model(&model)?;
+            let e = crate::search::embed::embed(&loaded.model, &text)?;
+            if !e.unknown.is_empty() {
+                tracing::warn!("words not in the model's vocabulary (ignored): {}", e.unknown.join(", "));
+            }
+            match format {
+                super::args::EmbedFormat::Json => println!("{}", serde_json::to_string(&e)?),
+                super::args::EmbedFormat::Sql => println!("{}", e.sql_literal()),
+            }
+            Ok(OK)
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = super::args::Cli::command();

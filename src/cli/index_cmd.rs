@@ -21,10 +21,12 @@ pub fn index(args: IndexArgs) -> Result<i32> {
     if args.paths.is_empty() && args.from_list.is_none() {
         anyhow::bail!("nothing to index: give scene files or folders, or --from-list FILE");
     }
-    let model = super::model_arg::load_model(&args.model)?;
+    // Before the model loads (a second or more): a SIGTERM from the scheduler during start-up
+    // is an interrupt too, not a kill.
     let interrupt = super::interrupt::install(
         "interrupt: stopping; scenes in flight are dropped, nothing partial is published (a second signal aborts)",
     )?;
+    let model = super::model_arg::load_model(&args.model)?;
     let opts = IndexOptions {
         inputs: Inputs {
             paths: args.paths,

@@ -22,7 +22,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use super::discover::{Inputs, discover};
-use super::prepare::{check_model, fingerprint, up_to_date};
+use super::prepare::{check_model, fingerprint, prune_missing, up_to_date};
 use crate::error::{AcfError, Result};
 use crate::model::model_dir::ModelDir;
 use crate::model::{InferenceOptions, InferencePrecision};
@@ -197,27 +197,6 @@ pub fn run(model: &ModelDir, opts: &IndexOptions, interrupt: Arc<AtomicBool>) ->
     summary.chips_per_s = summary.chips as f64 / summary.seconds.max(1e-9);
     summary.peak_rss_mib = crate::device::peak_rss_mib();
     Ok(summary)
-}
-
-/// Removes the scenes recorded under `roots` (folders or files given to `index`) whose source
-/// file no longer exists; returns how many. GDAL paths are left alone.
-fn prune_missing(index: &IndexDir, roots: &[std::path::PathBuf]) -> Result<usize> {
-    let roots: Vec<std::path::PathBuf> = roots
-        .iter()
-        .map(|r| std::fs::canonicalize(r).or_else(|_| std::path::absolute(r)))
-        .filter_map(|r| r.ok())
-        .collect();
-    let mut pruned = 0;
-    for record in index.records()?.into_values() {
-        let path = std::path::Path::new(&record.path);
-        if record.path.starts_with("/vsi") || !roots.iter().any(|r| path.starts_with(r)) || path.exists() {
-            continue;
-        }
-        index.remove_scene(&record.scene_id)?;
-        tracing::info!("{}: source gone, removed from the index (--prune)", record.path);
-        pruned += 1;
-    }
-    Ok(pruned)
 }
 
 fn run_pipeline(

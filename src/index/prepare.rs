@@ -170,3 +170,24 @@ pub fn up_to_date(index: &IndexDir, record: &SceneRecord, fp: &SceneFingerprint,
         && index.part_problem(record).is_none()
         && (!verify || index.part_checksum_ok(record))
 }
+
+/// Removes the scenes recorded under `roots` (folders or files given to `index`) whose source
+/// file no longer exists; returns how many. GDAL paths are left alone.
+pub fn prune_missing(index: &IndexDir, roots: &[std::path::PathBuf]) -> Result<usize> {
+    let roots: Vec<std::path::PathBuf> = roots
+        .iter()
+        .map(|r| std::fs::canonicalize(r).or_else(|_| std::path::absolute(r)))
+        .filter_map(|r| r.ok())
+        .collect();
+    let mut pruned = 0;
+    for record in index.records()?.into_values() {
+        let path = std::path::Path::new(&record.path);
+        if record.path.starts_with("/vsi") || !roots.iter().any(|r| path.starts_with(r)) || path.exists() {
+            continue;
+        }
+        index.remove_scene(&record.scene_id)?;
+        tracing::info!("{}: source gone, removed from the index (--prune)", record.path);
+        pruned += 1;
+    }
+    Ok(pruned)
+}

@@ -7,6 +7,7 @@
 //! global term). Reading the catalog is `storage`'s work; this module filters, scores and ranks.
 
 pub mod bench;
+pub mod embed;
 pub mod engine;
 pub mod filters;
 pub mod output;
