@@ -396,3 +396,73 @@ fn prune_removes_scenes_whose_source_is_gone_and_info_lists_them_before() {
     let (_, hits, _) = query_all(&dir, &out);
     assert!(hits.iter().all(|(s, _)| !s.ends_with("c.tif")), "its chips are gone too");
 }
+
+/// A 672 × 224 scene in UTM 60S (Fiji) from 179.91°E to 179.90°W: its middle chip crosses
+/// the antimeridian.
+fn antimeridian_scene(path: &Path) {
+    let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+    let mut ds = driver.create_with_band_type::<u8, _>(path, 672, 224, 3).unwrap();
+    ds.set_geo_transform(&[810_000.0, 30.0, 0.0, 8_120_000.0, 0.0, -30.0]).unwrap();
+    ds.set_spatial_ref(&gdal::spatial_ref::SpatialRef::from_epsg(32760).unwrap()).unwrap();
+    for b in 1..=3 {
+        let pixels: Vec<u8> = (0..672 * 224).map(|i| ((i * 7 + b * 31) % 251) as u8).collect();
+        let mut band = ds.rasterband(b).unwrap();
+        band.write((0, 0), (672, 224), &mut gdal::raster::Buffer::new((672, 224), pixels)).unwrap();
+    }
+}
+
+fn bbox_hits(dir: &Dir, index: &Path, bbox: &str) -> Vec<Value> {
+    let o = Command::new(BIN)
+        .args(["query", "--device", "cpu", "--format", "json", "--top-k", "10", "--bbox", bbox, "--index"])
+        .arg(index)
+        .arg(QUERY)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{bbox}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).lines().map(parse_json).collect()
+}
+
+#[test]
+fn footprints_across_the_antimeridian_are_split_and_filtered_right() {
+    let dir = Dir::new();
+    let scene = dir.join("fiji.tif");
+    antimeridian_scene(&scene);
+    let out = dir.join("idx");
+    let (code, err) = run(index_cmd(&dir, &out, std::slice::from_ref(&scene)));
+    assert_eq!(code, 0, "{err}");
+    let rows = read_index_externally(&out);
+    let rows = rows["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        let b = &r["bbox"];
+        let (xmin, xmax) = (b["xmin"].as_f64().unwrap(), b["xmax"].as_f64().unwrap());
+        assert!((-180.0..=180.0).contains(&xmin) && (-180.0..=180.0).contains(&xmax), "{r}");
+        let col = r["window"][0].as_u64().unwrap();
+        if col == 224 {
+            assert_eq!(r["geom_type"], "MultiPolygon", "the crossing chip is cut in two");
+            assert!(xmin > xmax, "its bbox wraps: {b}");
+        } else {
+            assert_eq!(r["geom_type"], "Polygon");
+            assert!(xmin <= xmax);
+        }
+    }
+    let geo = &read_index_externally(&out)["files"][0]["geo"]["columns"]["geometry"];
+    assert!(
+        geo["bbox"][0].as_f64().unwrap() > geo["bbox"][2].as_f64().unwrap(),
+        "the file bbox wraps: {geo}"
+    );
+    assert!(geo["geometry_types"].as_array().unwrap().iter().any(|t| t == "MultiPolygon"), "{geo}");
+    // A box in Africa finds nothing; one on either side of the line finds that side.
+    assert!(bbox_hits(&dir, &out, "10,9.5,11,10.5").is_empty(), "no Pacific chip in Africa");
+    let cols = |hits: Vec<Value>| -> BTreeSet<u64> {
+        hits.iter().map(|h| h["window"][0].as_u64().unwrap()).collect()
+    };
+    assert_eq!(cols(bbox_hits(&dir, &out, "179.99,-17.1,180,-16.9")), BTreeSet::from([224]));
+    assert_eq!(cols(bbox_hits(&dir, &out, "179.9,-17.1,179.95,-16.9")), BTreeSet::from([0]));
+    assert_eq!(cols(bbox_hits(&dir, &out, "-180,-17.1,-179.95,-16.9")), BTreeSet::from([224, 448]));
+    for h in bbox_hits(&dir, &out, "-180,-17.1,-179.99,-16.9") {
+        let lon = h["center"][0].as_f64().unwrap();
+        assert!(lon.abs() > 179.9, "the crossing chip's centre is on the line, not at 0: {lon}");
+    }
+}

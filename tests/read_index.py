@@ -29,15 +29,18 @@ for part in live:
     files.append({"part": os.path.basename(part), "geo": geo, "rows": table.num_rows,
                   "nodes_type": str(nodes_field.type), "nodes_dtype": dtype, "nodes_shape": shape})
     for r in table.to_pylist():
-        ring = None
+        ring, geom_type = None, None
         if r["geometry"] is not None:
             poly = shapely.wkb.loads(r["geometry"])
-            assert poly.geom_type == "Polygon" and poly.is_valid, r["chip_id"]
-            ring = [list(c) for c in poly.exterior.coords]
+            assert poly.geom_type in ("Polygon", "MultiPolygon") and poly.is_valid, r["chip_id"]
+            # A footprint across the antimeridian is a MultiPolygon of its two sides.
+            parts = [poly] if poly.geom_type == "Polygon" else list(poly.geoms)
+            ring = [list(c) for c in parts[0].exterior.coords]
+            geom_type = poly.geom_type
         nodes = np.frombuffer(r["nodes"], dtype=dtype).reshape(shape).astype(np.float64)
         rows.append({
             "chip_id": r["chip_id"], "scene": r["scene"], "crs": r["crs"],
-            "window": [r["col"], r["row"], r["width"], r["height"]], "padded": r["padded"],
+            "window": [r["col"], r["row"], r["width"], r["height"]], "padded": r["padded"], "geom_type": geom_type,
             "valid_fraction": r["valid_fraction"], "bbox": r["bbox"], "ring": ring,
             "acquired": None if r["acquired"] is None else r["acquired"].isoformat(),
             "global_norm": math.sqrt(sum(x * x for x in r["global"])),

@@ -304,7 +304,7 @@ fn hit(rank: usize, c: &StoredChip, (score, sim_g): (f32, f32)) -> Hit {
         chip_id: c.chip_id.clone(),
         scene: c.scene.clone(),
         window: c.window,
-        center: c.bbox.map(|b| [(b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0]),
+        center: c.bbox.map(crate::raster::footprint::bbox_center),
         bbox: c.bbox,
         geometry: c.geometry.clone(),
         valid_fraction: c.valid_fraction,

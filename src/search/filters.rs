@@ -35,7 +35,9 @@ impl Filters {
         match (self.bbox, bbox) {
             (None, _) => true,
             (Some(_), None) => false,
-            (Some(q), Some(b)) => intersects(q, b),
+            (Some(q), Some(b)) => {
+                crate::raster::footprint::bbox_parts(b).into_iter().any(|p| intersects(q, p))
+            }
         }
     }
 

@@ -45,6 +45,9 @@ pub struct GlobalRow<'a> {
 /// An open part file, ready to stream its `global` column.
 pub struct GlobalReader {
     path: PathBuf,
+    /// The file's footprints cross the antimeridian (its `geo` bbox has xmin > xmax): then
+    /// min/max statistics of the bbox columns do not bound its chips, and nothing is pruned.
+    crosses_antimeridian: bool,
     file: File,
     builder: ParquetRecordBatchReaderBuilder<File>,
     meta: Arc<ParquetMetaData>,
@@ -57,7 +60,17 @@ impl GlobalReader {
         let clone = file.try_clone().map_err(|e| AcfError::io(path, "cannot open part file", e))?;
         let builder = open_builder(path, clone)?;
         let meta = builder.metadata().clone();
-        Ok(GlobalReader { path: path.to_path_buf(), file, builder, meta })
+        let crosses_antimeridian = meta
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|k| k.key == "geo").and_then(|k| k.value.clone()))
+            .and_then(|geo| serde_json::from_str::<serde_json::Value>(&geo).ok())
+            .and_then(|geo| {
+                let b = geo["columns"]["geometry"]["bbox"].as_array()?.clone();
+                Some(b.first()?.as_f64()? > b.get(2)?.as_f64()?)
+            })
+            .unwrap_or(false);
+        Ok(GlobalReader { path: path.to_path_buf(), crosses_antimeridian, file, builder, meta })
     }
 
     /// The file's row groups with their statistics.
@@ -73,8 +86,8 @@ impl GlobalReader {
                     index,
                     first_row,
                     rows,
-                    bbox_extent: bbox_extent(rg),
-                    no_footprints: all_bbox_null(rg),
+                    bbox_extent: if self.crosses_antimeridian { None } else { bbox_extent(rg) },
+                    no_footprints: !self.crosses_antimeridian && all_bbox_null(rg),
                 };
                 first_row += rows;
                 s

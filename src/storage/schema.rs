@@ -128,9 +128,16 @@ impl ChipSchema {
 /// Written with serde_json rather than a GeoParquet crate: the geoarrow crates pin other
 /// arrow/parquet versions than ours, and the metadata is one small, fixed JSON object.
 pub fn geo_metadata(bbox: Option<[f64; 4]>) -> String {
+    // A footprint across the antimeridian is a MultiPolygon (its two sides); the file's
+    // bbox then crosses too (xmin > xmax).
+    let types = if bbox.is_some_and(|b| b[0] > b[2]) {
+        json!(["Polygon", "MultiPolygon"])
+    } else {
+        json!(["Polygon"])
+    };
     let mut column = json!({
         "encoding": "WKB",
-        "geometry_types": ["Polygon"],
+        "geometry_types": types,
         "edges": "planar",
         "orientation": "counterclockwise",
         "covering": {"bbox": {
