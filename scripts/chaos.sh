@@ -18,6 +18,7 @@ mkdir -p "$work/src"
 for f in cogeo.tif RGB.byte.tif naip-4band-150x200.tif l8-uint16-300x260.tif rmnp-rgb.tif; do
     cp "tests/fixtures/geotiff/$f" "$work/src/$f"
 done
+cores=$(nproc --all)
 export OMP_NUM_THREADS=1
 index() { "$BIN" -q index --device cpu --readers 1 --batch 8 --out "$1" "$work/src" >/dev/null 2>&1; }
 
@@ -56,14 +57,14 @@ for trial in $(seq 1 "$K"); do
     pid=$!
     sleep "$delay"
     kill -s "$signal" "$pid" 2>/dev/null || true
-    set +e; wait "$pid"; code=$?; set -e
+    set +e; wait "$pid" 2>/dev/null; code=$?; set -e
     # A reader at this moment: info works, query answers (or, before any scene was committed,
     # says the index holds no chips), and every scene it sees is whole.
     reader_ok=1
     if [ -f "$out/index.json" ]; then
         "$BIN" -q info "$out" >/dev/null 2>&1 || reader_ok=0
         q=$("$BIN" -q query --device cpu --index "$out" "trees" 2>&1 >/dev/null) || {
-            grep -q "holds no usable chips" <<<"$q" || reader_ok=0
+            grep -q "holds no chips" <<<"$q" || reader_ok=0
         }
         [ "$(check "$out" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["whole"])')" = True ] || reader_ok=0
     fi
@@ -82,5 +83,5 @@ print(ok)' "$work/clean.json")
     fi
     rm -rf "$out"
 done
-echo "$equal/$K trials equal (kill -9 or SIGTERM at a random moment, then a rerun) on $(nproc) cores"
+echo "$equal/$K trials equal (kill -9 or SIGTERM at a random moment, then a rerun) on a ${cores}-core machine, one encoder thread"
 [ "$equal" -eq "$K" ]

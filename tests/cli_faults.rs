@@ -312,7 +312,6 @@ fn contradictory_query_filters_are_usage_errors() {
         vec!["--since", "2021-01-01", "--until", "2020-01-01"],
         vec!["--bbox", "10,91,11,92"],
         vec!["--bbox", "NaN,0,1,1"],
-        vec!["--top-k", "50", "--candidates", "5"],
     ] {
         let o = Command::new(BIN)
             .args(["query", "--device", "cpu", "--index"])
@@ -324,6 +323,28 @@ fn contradictory_query_filters_are_usage_errors() {
             .unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
     }
+    // More results than candidates: the candidates are raised to --top-k, and it says so.
+    let o = Command::new(BIN)
+        .args([
+            "query",
+            "--device",
+            "cpu",
+            "--format",
+            "json",
+            "--top-k",
+            "10",
+            "--candidates",
+            "5",
+            "--index",
+        ])
+        .arg(&out)
+        .arg(QUERY)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 10, "--top-k 10 gives 10 hits");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--candidates 5"), "and says why");
     let o = Command::new(BIN)
         .args(["index", "--min-valid", "1.5", "--out"])
         .arg(&out)
@@ -464,5 +485,27 @@ fn footprints_across_the_antimeridian_are_split_and_filtered_right() {
     for h in bbox_hits(&dir, &out, "-180,-17.1,-179.99,-16.9") {
         let lon = h["center"][0].as_f64().unwrap();
         assert!(lon.abs() > 179.9, "the crossing chip's centre is on the line, not at 0: {lon}");
+    }
+}
+
+#[test]
+fn a_second_signal_exits_at_once_without_a_crash() {
+    let dir = Dir::new();
+    let all = scenes(&dir);
+    for trial in 0..3 {
+        let out = dir.join(format!("twice-{trial}"));
+        let child = index_cmd(&dir, &out, &all).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::fs::read_dir(out.join("parts")).map(|d| d.count()).unwrap_or(0) == 0
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: kill on the child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        std::thread::sleep(Duration::from_millis(200));
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(130), "trial {trial}: {}", String::from_utf8_lossy(&o.stderr));
     }
 }

@@ -29,18 +29,21 @@ pub fn query(args: QueryArgs) -> Result<()> {
     {
         return Err(UsageError("--since is later than --until: no chip can match".into()).into());
     }
+    let mut candidates = args.candidates;
     if args.top_k > args.candidates && !args.exhaustive {
-        return Err(UsageError(format!(
-            "--top-k {} is larger than --candidates {}: stage 1 keeps only the candidates (raise --candidates)",
-            args.top_k, args.candidates
-        ))
-        .into());
+        tracing::warn!(
+            "--top-k {} is larger than --candidates {}: stage 1 keeps {} candidates instead",
+            args.top_k,
+            args.candidates,
+            args.top_k
+        );
+        candidates = args.top_k;
     }
     crate::device::retain_freed_memory();
     let model = super::model_arg::load_model(&args.model)?;
     let opts = QueryOptions {
         top_k: args.top_k as usize,
-        candidates: args.candidates as usize,
+        candidates: candidates as usize,
         filters: Filters {
             bbox: args.bbox,
             scenes: Filters::scene_globs(&args.scene)?,

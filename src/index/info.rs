@@ -95,7 +95,7 @@ impl std::fmt::Display for IndexInfo {
             f,
             "model        {} ({})",
             self.model_name,
-            &self.model_fingerprint[..12.min(self.model_fingerprint.len())]
+            crate::files::short_fingerprint(&self.model_fingerprint)
         )?;
         writeln!(f, "schema       {} (nodes {})", self.schema_version, self.nodes_dtype)?;
         writeln!(

@@ -1,5 +1,6 @@
-//! Before the pipeline: lock the index, check or record its model, and sort the scenes into
-//! "already indexed" and "to do" by their fingerprints.
+//! Before the pipeline: check or record the index's model and chip options, fingerprint the
+//! scenes and sort them into "already indexed" and "to do", and prune scenes whose source
+//! is gone. (The writer lock is taken by `pipeline::run` through `IndexDir::lock_writer`.)
 
 use std::path::Path;
 use std::time::UNIX_EPOCH;
@@ -98,17 +99,12 @@ fn check_model_only(
             index.write_header(&header)?;
             Ok(header)
         }
-        Some(h) => Err(AcfError::Index {
-            path: index.root.clone(),
-            reason: format!(
-                "built with model {} ({}), this run uses {} ({}) from {}: pass --model with the index's model, or --new-model to start a new index here",
-                h.model_name,
-                short_fingerprint(&h.model_fingerprint),
-                model.config().name,
-                model.short_fingerprint(),
-                model.dir.display()
-            ),
-        }),
+        Some(h) => Err(h.model_mismatch(
+            &index.root,
+            model,
+            "this run uses",
+            "pass --model with the index's model, or --new-model to start a new index here",
+        )),
     }
 }
 

@@ -159,8 +159,6 @@ pub fn safetensors_to_tensors(bytes: &[u8], path: &Path) -> Result<BTreeMap<Stri
     Ok(out)
 }
 
-/// Copies every tensor of a safetensors file into the model, refusing any difference
-/// in names, shapes or dtype with a message that names it.
 /// Buffers computed from the config when the model is built (the ViG relative-position
 /// terms, 3.8 MB for pvig-nano): not stored in `model.safetensors`, and taken from the file
 /// when an older file has them.
@@ -168,6 +166,8 @@ pub fn is_derived(name: &str) -> bool {
     name.ends_with(".relative_pos")
 }
 
+/// Copies every tensor of a safetensors file into the model, refusing any difference
+/// in names, shapes or dtype with a message that names it.
 fn fill_weights(model: &mut AcfModel, bytes: &[u8], path: &Path) -> Result<()> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| AcfError::Safetensors { path: path.to_path_buf(), reason: e.to_string() })?;

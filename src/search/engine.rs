@@ -74,17 +74,12 @@ pub fn search(
 ) -> Result<Vec<QueryResult>> {
     let (index, header) = IndexDir::open(root)?;
     if header.model_fingerprint != model.fingerprint {
-        return Err(AcfError::Index {
-            path: root.to_path_buf(),
-            reason: format!(
-                "built with model {} ({}), the query model is {} ({}) from {}: pass --model with the index's model",
-                header.model_name,
-                &header.model_fingerprint[..12.min(header.model_fingerprint.len())],
-                model.config().name,
-                model.short_fingerprint(),
-                model.dir.display()
-            ),
-        });
+        return Err(header.model_mismatch(
+            root,
+            model,
+            "the query model is",
+            "pass --model with the index's model",
+        ));
     }
     let records = index.records()?;
     let live = index.live_parts()?;
@@ -101,7 +96,7 @@ pub fn search(
         return Err(AcfError::Index {
             path: root.to_path_buf(),
             reason: format!(
-                "the index holds no usable chips ({} scene records, {failed} failed, {damaged} damaged): run acf-index index first",
+                "the index holds no chips ({} scene records, {failed} failed, {damaged} damaged): run acf-index index first",
                 records.len()
             ),
         });

@@ -81,6 +81,29 @@ impl ChipOptions {
 }
 
 impl IndexHeader {
+    /// The error for a run whose model is not the index's: both models named (`this` says
+    /// whose the second is, e.g. "the query model is"), and `hint` (what the user can do).
+    /// One message for `index` and `query`.
+    pub fn model_mismatch(
+        &self,
+        root: &Path,
+        model: &crate::model::ModelDir,
+        this: &str,
+        hint: &str,
+    ) -> AcfError {
+        AcfError::Index {
+            path: root.to_path_buf(),
+            reason: format!(
+                "built with model {} ({}), {this} {} ({}) from {}: {hint}",
+                self.model_name,
+                crate::files::short_fingerprint(&self.model_fingerprint),
+                model.config().name,
+                model.short_fingerprint(),
+                model.dir.display()
+            ),
+        }
+    }
+
     /// The header of a new index of `model`'s features.
     pub fn for_model(
         model: &crate::model::ModelDir,
