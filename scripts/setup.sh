@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs whatever is missing for building acf-index on Debian 12, then builds it.
 # Idempotent: quick when everything is already there.
-#   - Debian packages: libgdal-dev (GDAL 3.6), gdal-bin (used by tests), pkg-config, a C/C++ compiler
+#   - Debian packages: libgdal-dev (GDAL 3.6), gdal-bin (used by tests), pkg-config, a C/C++ compiler,
+#     wordnet-base (WordNet 3.0: how queries' unknown words are read)
 #   - .venv with PyPI torch==2.11.0 (libtorch for tch 0.24; the CUDA 13 build), linked as .venv/libtorch,
 #     plus pyarrow, shapely, geopandas and duckdb (tests read indexes with them; examples/ uses them)
 #   - cargo build (release unless ACF_SETUP_PROFILE=debug)
@@ -18,6 +19,7 @@ command -v gdal_translate >/dev/null 2>&1 || missing+=(gdal-bin)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+[ -f /usr/share/wordnet/index.noun ] || missing+=(wordnet-base)   # unknown query words (README)
 if ((${#missing[@]})); then
     say "installing Debian packages: ${missing[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -352,3 +352,63 @@ fn embed_gives_the_vector_that_ranks_stage_1_in_duckdb_as_acf_index_does() {
         assert!(ours[..10].iter().any(|(_, o)| o == id), "{id} is in acf-index's stage-1 top 10");
     }
 }
+
+#[test]
+fn unknown_words_are_read_as_known_ones_shown_and_refused_when_nothing_is_left() {
+    let dir = Dir::new();
+    let mosaic = dir.join("mosaic.tif");
+    build_mosaic(&mosaic);
+    let index = dir.join("idx");
+    dir.command().args(["index", "--device", "cpu", "--out"]).arg(&index).arg(&mosaic).succeeds();
+    // Words no training caption uses must still find the right cells.
+    let queries = [("woodland", "forest"), ("marina with sailboats", "harbor"), ("seashore", "beach")];
+    let mut total = 0.0;
+    let mut report = Vec::new();
+    for (text, class) in queries {
+        let hits = query(&dir, &index, text, &["--top-k", "5"]);
+        let mappings = hits[0]["mappings"].as_array().unwrap();
+        assert!(!mappings.is_empty(), "{text}: no mapping reported");
+        assert!(!hits[0]["tokens"].as_array().unwrap().is_empty());
+        let right = hits
+            .iter()
+            .filter(|h| {
+                let w: Vec<usize> =
+                    h["window"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+                CLASSES[(w[0] / 224 + w[1] / 224) % 6] == class
+            })
+            .count();
+        total += right as f64 / 5.0;
+        report.push(format!("{text} ({}): P@5 {:.1}", hits[0]["tokens"], right as f64 / 5.0));
+    }
+    let mean = total / queries.len() as f64;
+    eprintln!("out-of-vocabulary mosaic precision@5: {} (mean {mean:.2}, chance 0.17)", report.join(", "));
+    assert!(mean >= 0.4, "mean P@5 {mean:.2}: {report:?}");
+    // The table names each mapping.
+    let table = dir
+        .command()
+        .args(["query", "--device", "cpu", "--index"])
+        .arg(&index)
+        .arg("marina with sailboats")
+        .succeeds();
+    table.stdout_has("marina → ").stdout_has("sailboats → ");
+    // --strict refuses, naming the words; a query of stop words (or nothing known) is refused.
+    dir.command()
+        .args(["query", "--device", "cpu", "--strict", "--index"])
+        .arg(&index)
+        .arg("marina with sailboats")
+        .fails()
+        .error_has("--strict")
+        .error_has("marina, sailboats");
+    dir.command()
+        .args(["query", "--device", "cpu", "--index"])
+        .arg(&index)
+        .arg("with the")
+        .fails()
+        .error_has("only stop words");
+    dir.command()
+        .args(["query", "--device", "cpu", "--index"])
+        .arg(&index)
+        .arg("with qwzx")
+        .fails()
+        .error_has("not understood: qwzx");
+}

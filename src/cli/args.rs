@@ -354,6 +354,10 @@ pub struct QueryArgs {
     /// Score every chip with S (slow on big indexes; for verification and small ones).
     #[arg(long)]
     pub exhaustive: bool,
+    /// Refuse a query that has a word outside the model's vocabulary, instead of reading it
+    /// as a known word (morphology, WordNet synonyms and broader terms; see README).
+    #[arg(long)]
+    pub strict: bool,
     /// Output format on stdout.
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     pub format: FormatArg,

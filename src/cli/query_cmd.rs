@@ -51,12 +51,17 @@ pub fn query(args: QueryArgs) -> Result<()> {
             until_us: args.until,
         },
         exhaustive: args.exhaustive,
+        strict: args.strict,
     };
     let results = search(&model, &args.index, &queries, &opts)?;
     for r in &results {
+        if !r.mappings.is_empty() {
+            let how: Vec<String> = r.mappings.iter().map(|m| format!("{} → {}", m.word, m.known)).collect();
+            tracing::info!("\"{}\": read as \"{}\" ({})", r.query, r.tokens.join(" "), how.join(", "));
+        }
         if !r.unknown_words.is_empty() {
             tracing::warn!(
-                "\"{}\": words not in the model's vocabulary (ignored): {}",
+                "\"{}\": words not in the model's vocabulary and not mappable (left out): {}",
                 r.query,
                 r.unknown_words.join(", ")
             );

@@ -75,6 +75,11 @@ impl Vocab {
         Vocab { words, ids, min_count }
     }
 
+    /// Every entry by id (`<pad>`, `<unk>`, then words by descending training count).
+    pub fn words(&self) -> &[String] {
+        &self.words
+    }
+
     /// Number of entries, including `<pad>` and `<unk>` (the embedding table's row count).
     pub fn len(&self) -> usize {
         self.words.len()

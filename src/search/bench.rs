@@ -122,7 +122,8 @@ pub fn bench_query(
     candidates: usize,
     warm_runs: usize,
 ) -> Result<Vec<QueryBench>> {
-    let opts = QueryOptions { top_k: 10, candidates, filters: Default::default(), exhaustive: false };
+    let opts =
+        QueryOptions { top_k: 10, candidates, filters: Default::default(), exhaustive: false, strict: false };
     let mut rows = Vec::new();
     drop_page_cache(dir)?;
     let mut runs = Vec::new();

@@ -4,6 +4,7 @@
 use serde::Serialize;
 use tch::{Device, Kind};
 
+use super::words::{Mapping, QueryReader};
 use crate::error::Result;
 use crate::model::AcfModel;
 
@@ -11,8 +12,10 @@ use crate::model::AcfModel;
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryEmbedding {
     pub text: String,
-    /// The vocabulary words the query was read as, in order (unknown words left out).
+    /// The vocabulary words the query was read as, in order (see `search::words`).
     pub tokens: Vec<String>,
+    /// Unknown words read as known ones.
+    pub mappings: Vec<Mapping>,
     /// Words outside the vocabulary.
     pub unknown: Vec<String>,
     /// The global text vector (D floats, unit length): `sim_g` = its dot product with a
@@ -20,15 +23,20 @@ pub struct QueryEmbedding {
     pub global: Vec<f32>,
 }
 
-/// Encodes `text`; fails when no word of it is in the vocabulary.
+/// Reads `text` as `query` does and encodes it; fails when nothing searchable is left.
 pub fn embed(model: &AcfModel, text: &str) -> Result<QueryEmbedding> {
-    let (feats, encoded) = model.encode_captions(&[text])?;
+    let read = QueryReader::new(&model.vocab).read(text, false)?;
+    let (feats, _) = model.encode_captions(&[read.text().as_str()])?;
     let global = Vec::<f32>::try_from(
         feats.global.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]),
     )?;
-    let e = &encoded[0];
-    let tokens = e.ids.iter().filter_map(|&id| model.vocab.word(id)).map(String::from).collect();
-    Ok(QueryEmbedding { text: text.to_string(), tokens, unknown: e.unknown.clone(), global })
+    Ok(QueryEmbedding {
+        text: text.to_string(),
+        tokens: read.tokens,
+        mappings: read.mappings,
+        unknown: read.unknown,
+        global,
+    })
 }
 
 impl QueryEmbedding {

@@ -11,6 +11,7 @@ use tch::{Kind, Tensor};
 
 use super::filters::Filters;
 use super::scan::{Candidate, RowRef, TopN, scan};
+use super::words::{Mapping, QueryReader, ReadQuery};
 use crate::error::{AcfError, Result};
 use crate::model::features::l2_normalize;
 use crate::model::features::{ImageFeatures, TextFeatures};
@@ -27,6 +28,8 @@ pub struct QueryOptions {
     pub filters: Filters,
     /// Score every chip with S instead of two stages.
     pub exhaustive: bool,
+    /// Refuse a query with any word outside the vocabulary instead of mapping it.
+    pub strict: bool,
 }
 
 /// One result.
@@ -54,8 +57,12 @@ pub struct Hit {
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryResult {
     pub query: String,
-    /// Query words the model does not know (ignored).
+    /// Query words the model does not know and could not map (ignored).
     pub unknown_words: Vec<String>,
+    /// The words actually encoded, in order (known words and the readings of mapped ones).
+    pub tokens: Vec<String>,
+    /// Unknown words read as known ones, and how.
+    pub mappings: Vec<Mapping>,
     pub hits: Vec<Hit>,
     /// Chips that passed the filters and were compared in stage 1 (all queries together).
     pub chips_scanned: u64,
@@ -103,8 +110,11 @@ pub fn search(
     }
     let files: Vec<PathBuf> =
         live.into_iter().filter(|(_, r)| opts.filters.scene_ok(&r.path)).map(|(p, _)| p).collect();
-    let texts: Vec<&str> = queries.iter().map(String::as_str).collect();
-    let (text_feats, encoded) = model.model.encode_captions(&texts)?;
+    let reader = QueryReader::new(&model.model.vocab);
+    let reads: Vec<ReadQuery> = queries.iter().map(|q| reader.read(q, opts.strict)).collect::<Result<_>>()?;
+    let texts: Vec<String> = reads.iter().map(ReadQuery::text).collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (text_feats, _) = model.model.encode_captions(&texts)?;
     let dim = model.config().embed_dim as usize;
     let query_globals: Vec<f32> = Vec::<f32>::try_from(
         text_feats.global.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]),
@@ -114,10 +124,12 @@ pub fn search(
 
     let mut results: Vec<QueryResult> = queries
         .iter()
-        .zip(&encoded)
-        .map(|(q, e)| QueryResult {
+        .zip(&reads)
+        .map(|(q, r)| QueryResult {
             query: q.clone(),
-            unknown_words: e.unknown.clone(),
+            unknown_words: r.unknown.clone(),
+            tokens: r.tokens.clone(),
+            mappings: r.mappings.clone(),
             hits: Vec::new(),
             chips_scanned: 0,
             scored: 0,

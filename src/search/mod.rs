@@ -15,6 +15,7 @@ pub mod rank;
 pub mod scan;
 #[cfg(feature = "gdal")]
 pub mod thumbnails;
+pub mod words;
 
 pub use engine::{Hit, QueryOptions, QueryResult, search};
 pub use filters::Filters;

@@ -31,6 +31,17 @@ pub fn write(results: &[QueryResult], format: Format, out: &mut dyn Write) -> Re
                 if results.len() > 1 || i > 0 {
                     writeln!(out, "{}# {}", if i > 0 { "\n" } else { "" }, r.query).map_err(io)?;
                 }
+                if !r.mappings.is_empty() || !r.unknown_words.is_empty() {
+                    let mut how: Vec<String> = r
+                        .mappings
+                        .iter()
+                        .map(|m| {
+                            format!("{} → {} ({})", m.word, m.known, format!("{:?}", m.via).to_lowercase())
+                        })
+                        .collect();
+                    how.extend(r.unknown_words.iter().map(|w| format!("{w}: not understood, left out")));
+                    writeln!(out, "# read as \"{}\": {}", r.tokens.join(" "), how.join(", ")).map_err(io)?;
+                }
                 writeln!(
                     out,
                     "{:>4}  {:>8}  {:>8}  {:<28}  {:<16}  {:>11}  {:>10}",
@@ -64,13 +75,18 @@ pub fn write(results: &[QueryResult], format: Format, out: &mut dyn Write) -> Re
                         reason: e.to_string(),
                     })?;
                     v["query"] = json!(r.query);
+                    v["tokens"] = json!(r.tokens);
+                    v["mappings"] = json!(r.mappings);
                     writeln!(out, "{v}").map_err(io)?;
                 }
             }
         }
         Format::Csv => {
-            writeln!(out, "query,rank,score,sim_g,chip_id,scene,col,row,width,height,lon,lat,valid_fraction")
-                .map_err(io)?;
+            writeln!(
+                out,
+                "query,rank,score,sim_g,chip_id,scene,col,row,width,height,lon,lat,valid_fraction,tokens"
+            )
+            .map_err(io)?;
             for r in results {
                 for h in &r.hits {
                     let (lon, lat) = h
@@ -78,7 +94,7 @@ pub fn write(results: &[QueryResult], format: Format, out: &mut dyn Write) -> Re
                         .map_or((String::new(), String::new()), |c| (c[0].to_string(), c[1].to_string()));
                     writeln!(
                         out,
-                        "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                        "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                         csv(&r.query),
                         h.rank,
                         h.score,
@@ -91,7 +107,8 @@ pub fn write(results: &[QueryResult], format: Format, out: &mut dyn Write) -> Re
                         h.window[3],
                         lon,
                         lat,
-                        h.valid_fraction
+                        h.valid_fraction,
+                        csv(&r.tokens.join(" "))
                     )
                     .map_err(io)?;
                 }
@@ -119,7 +136,7 @@ pub fn geojson(results: &[QueryResult]) -> Result<Value> {
                     "query": r.query, "rank": h.rank, "score": h.score, "sim_g": h.sim_g,
                     "chip_id": h.chip_id, "scene": h.scene,
                     "col": h.window[0], "row": h.window[1], "width": h.window[2], "height": h.window[3],
-                    "valid_fraction": h.valid_fraction,
+                    "valid_fraction": h.valid_fraction, "tokens": r.tokens,
                 },
             }));
         }
@@ -172,6 +189,8 @@ mod tests {
         QueryResult {
             query: "a, \"quoted\" query".into(),
             unknown_words: vec![],
+            tokens: vec!["quoted".into(), "query".into()],
+            mappings: vec![],
             hits: vec![Hit {
                 rank: 1,
                 score: 1.5,
