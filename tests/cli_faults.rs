@@ -108,6 +108,16 @@ fn assert_same_index(a: &Path, b: &Path) {
     }
 }
 
+/// Waits (up to 2 minutes) until a running `index` into `out` has started a part file.
+fn wait_for_first_part(out: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_dir(out.join("parts")).map(|d| d.count()).unwrap_or(0) == 0
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Sets a file's modification time a minute later: the scene counts as changed.
 fn touch_later(path: &Path) {
     let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
@@ -178,12 +188,7 @@ fn sigterm_stops_with_130_publishing_nothing_partial_and_a_rerun_completes() {
     let out = dir.join("term");
     let child = index_cmd(&dir, &out, &all).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     // Signal in the middle of the first scene's part file.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::fs::read_dir(out.join("parts")).map(|d| d.count()).unwrap_or(0) == 0
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_first_part(&out);
     // SAFETY: kill on the child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let output = child.wait_with_output().unwrap();
@@ -495,12 +500,7 @@ fn a_second_signal_exits_at_once_without_a_crash() {
     for trial in 0..3 {
         let out = dir.join(format!("twice-{trial}"));
         let child = index_cmd(&dir, &out, &all).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while std::fs::read_dir(out.join("parts")).map(|d| d.count()).unwrap_or(0) == 0
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_first_part(&out);
         // SAFETY: kill on the child's pid.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         std::thread::sleep(Duration::from_millis(200));

@@ -246,6 +246,17 @@ fn default_fingerprint() -> String {
 /// Classes of the mosaic, one column each, rotated by one per row (5 of each).
 const CLASSES: [&str; 6] = ["tenniscourt", "baseballdiamond", "airplane", "harbor", "forest", "beach"];
 
+/// How many hits are cells of `class` in the mosaic of [`build_mosaic`].
+fn in_class(hits: &[Value], class: &str) -> usize {
+    hits.iter()
+        .filter(|h| {
+            let w: Vec<usize> =
+                h["window"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+            CLASSES[(w[0] / 224 + w[1] / 224) % 6] == class
+        })
+        .count()
+}
+
 /// Builds a 6×5 grid of 224×224 UCM test images as a GeoTIFF in EPSG:32617 (0.3 m pixels).
 fn build_mosaic(path: &Path) {
     let (cols, rows, cell) = (6usize, 5usize, 224usize);
@@ -298,14 +309,7 @@ fn the_default_model_finds_classes_in_a_mosaic_of_ucm_test_images() {
     let mut total = 0.0;
     for (text, class) in queries {
         let hits = query(&dir, &index, text, &["--top-k", "5"]);
-        let right = hits
-            .iter()
-            .filter(|h| {
-                let w: Vec<usize> =
-                    h["window"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-                CLASSES[(w[0] / 224 + w[1] / 224) % 6] == class
-            })
-            .count();
+        let right = in_class(&hits, class);
         let p5 = right as f64 / 5.0;
         total += p5;
         report.push(format!("{text}: P@5 {p5:.1}"));
@@ -369,14 +373,7 @@ fn unknown_words_are_read_as_known_ones_shown_and_refused_when_nothing_is_left()
         let mappings = hits[0]["mappings"].as_array().unwrap();
         assert!(!mappings.is_empty(), "{text}: no mapping reported");
         assert!(!hits[0]["tokens"].as_array().unwrap().is_empty());
-        let right = hits
-            .iter()
-            .filter(|h| {
-                let w: Vec<usize> =
-                    h["window"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-                CLASSES[(w[0] / 224 + w[1] / 224) % 6] == class
-            })
-            .count();
+        let right = in_class(&hits, class);
         total += right as f64 / 5.0;
         report.push(format!("{text} ({}): P@5 {:.1}", hits[0]["tokens"], right as f64 / 5.0));
     }

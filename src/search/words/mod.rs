@@ -291,7 +291,11 @@ mod tests {
         for q in queries() {
             let _ = full.read(&q, false);
         }
-        println!("WordNet opened and {} queries read in {:.1} ms", queries().len(), start.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "WordNet opened and {} queries read in {:.1} ms",
+            queries().len(),
+            start.elapsed().as_secs_f64() * 1e3
+        );
         let (mut content, mut known_before, mut known_after) = (0, 0, 0);
         for q in queries() {
             for w in tokenize(&q).into_iter().filter(|w| !STOP_WORDS.contains(&w.as_str())) {
