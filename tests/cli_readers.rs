@@ -78,3 +78,56 @@ fn every_part_file_passes_an_independent_geoparquet_validator() {
         assert_eq!(status("/conf/core/orientation-rings"), Some("pass".into()), "counter-clockwise rings");
     }
 }
+
+#[test]
+fn duckdb_stage_1_then_rerank_equals_exhaustive_query() {
+    let dir = Dir::new();
+    let index = dir.join("all");
+    dir.command()
+        .args(["index", "--device", "cpu", "--out"])
+        .arg(&index)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/geotiff"))
+        .succeeds();
+    let query = "buildings and green trees";
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/readers/duckdb_two_stage.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(&index)
+        .arg(query)
+        .args(["1000", "10"])
+        .env("ACF_INDEX_BIN", crate::util::BIN)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let two_stage: Vec<(String, f64)> = stdout
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[2].to_string(), f[1].parse().unwrap())
+        })
+        .collect();
+    let exhaustive = Command::new(crate::util::BIN)
+        .args(["query", "--device", "cpu", "--exhaustive", "--top-k", "10", "--format", "json", "--index"])
+        .arg(&index)
+        .arg(query)
+        .output()
+        .unwrap();
+    let exhaustive: Vec<(String, f64)> = String::from_utf8_lossy(&exhaustive.stdout)
+        .lines()
+        .map(|l| {
+            let v = parse_json(l);
+            (v["chip_id"].as_str().unwrap().to_string(), v["score"].as_f64().unwrap())
+        })
+        .collect();
+    assert_eq!(two_stage.len(), 10);
+    assert_eq!(
+        two_stage.iter().map(|h| &h.0).collect::<Vec<_>>(),
+        exhaustive.iter().map(|h| &h.0).collect::<Vec<_>>(),
+        "DuckDB + rerank gives the exhaustive top 10"
+    );
+    for (a, b) in two_stage.iter().zip(&exhaustive) {
+        assert!((a.1 - b.1).abs() < 1e-3, "{a:?} vs {b:?}");
+    }
+}

@@ -172,6 +172,32 @@ pub enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Rank given chips by the full ACF score: stage 2 after a stage 1 run elsewhere.
+    ///
+    /// FILE holds chip ids, one per line (a CSV's first column; a header line `chip_id` and
+    /// # comments are skipped; `-` reads stdin), e.g. the top N of a DuckDB query over
+    /// `parts/*.parquet` with the vector of `acf-index embed`. Prints like `query`.
+    Rerank {
+        /// The query, e.g. "tennis court near football field".
+        text: String,
+        /// Index directory.
+        #[arg(long, env = "ACF_INDEX")]
+        index: PathBuf,
+        /// The candidate chip ids.
+        #[arg(long)]
+        chips: PathBuf,
+        /// Results.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+        top_k: u32,
+        /// Refuse unknown query words.
+        #[arg(long)]
+        strict: bool,
+        /// Output format on stdout.
+        #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+        format: FormatArg,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
     /// Show what an index holds: scenes, chips, model, size per chip, CRSs, failures.
     Info {
         /// Index directory.

@@ -47,6 +47,10 @@ pub fn dispatch(command: Command) -> Result<i32> {
             }
             Ok(OK)
         }
+        Command::Rerank { text, index, chips, top_k, strict, format, model } => {
+            super::query_cmd::rerank(&text, &index, &chips, top_k as usize, strict, format, &model)
+                .map(|_| OK)
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = super::args::Cli::command();

@@ -153,3 +153,36 @@ pub fn bench_query(
     }
     Ok(())
 }
+
+/// Runs `rerank`: the chip ids of `chips` ranked by S.
+pub fn rerank(
+    text: &str,
+    index: &std::path::Path,
+    chips: &std::path::Path,
+    top_k: usize,
+    strict: bool,
+    format: super::args::FormatArg,
+    model: &super::args::ModelArgs,
+) -> Result<()> {
+    let list = if chips == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read chip ids from stdin")?
+    } else {
+        std::fs::read_to_string(chips).with_context(|| format!("cannot read --chips {}", chips.display()))?
+    };
+    let ids: Vec<String> = list
+        .lines()
+        .map(|l| l.split(',').next().unwrap_or_default().trim().trim_matches('"').to_string())
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && l != "chip_id")
+        .collect();
+    if ids.is_empty() {
+        bail!("no chip ids in {}", chips.display());
+    }
+    crate::device::retain_freed_memory();
+    let model = super::model_arg::load_model(model)?;
+    let result = crate::search::rerank::rerank(&model, index, text, &ids, top_k, strict)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    crate::search::output::write(&[result], format.into(), &mut out)?;
+    out.flush()?;
+    Ok(())
+}

@@ -195,7 +195,7 @@ pub fn search(
 }
 
 /// Query `i` of a batch of text features.
-fn narrow_text(t: &TextFeatures, i: usize) -> TextFeatures {
+pub(crate) fn narrow_text(t: &TextFeatures, i: usize) -> TextFeatures {
     let i = i as i64;
     TextFeatures {
         words: t.words.narrow(0, i, 1),
@@ -240,7 +240,11 @@ pub fn chip_features(model: &ModelDir, chips: &[&StoredChip]) -> Result<ImageFea
 }
 
 /// S and sim_g of `chips` against one query, in slices of 256 chips.
-fn score_chips(model: &ModelDir, chips: &[&StoredChip], text: &TextFeatures) -> Result<Vec<(f32, f32)>> {
+pub(crate) fn score_chips(
+    model: &ModelDir,
+    chips: &[&StoredChip],
+    text: &TextFeatures,
+) -> Result<Vec<(f32, f32)>> {
     let mut out = Vec::with_capacity(chips.len());
     for slice in chips.chunks(256) {
         let feats = chip_features(model, slice)?;
@@ -256,7 +260,7 @@ fn score_chips(model: &ModelDir, chips: &[&StoredChip], text: &TextFeatures) -> 
 }
 
 /// The best `k` by S (ties: higher sim_g, then stage-1 order).
-fn rank(scores: &[(f32, f32)], k: usize) -> Vec<usize> {
+pub(crate) fn rank(scores: &[(f32, f32)], k: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| {
         scores[b].0.total_cmp(&scores[a].0).then(scores[b].1.total_cmp(&scores[a].1)).then(a.cmp(&b))
@@ -303,7 +307,7 @@ fn fetch(
     Ok(chips)
 }
 
-fn hit(rank: usize, c: &StoredChip, (score, sim_g): (f32, f32)) -> Hit {
+pub(crate) fn hit(rank: usize, c: &StoredChip, (score, sim_g): (f32, f32)) -> Hit {
     Hit {
         rank,
         score,

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod filters;
 pub mod output;
 pub mod rank;
+pub mod rerank;
 pub mod scan;
 #[cfg(feature = "gdal")]
 pub mod thumbnails;

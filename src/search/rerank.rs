@@ -1,0 +1,89 @@
+//! `acf-index rerank`: stage 2 for candidates chosen elsewhere. An engine that scales (DuckDB,
+//! Spark, DataFusion over `parts/*.parquet`) runs stage 1 with the vector of `acf-index
+//! embed`; the chip ids it keeps are ranked here by the full ACF score S.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::engine::{QueryResult, hit, rank, score_chips};
+use super::words::QueryReader;
+use crate::error::{AcfError, Result};
+use crate::model::model_dir::ModelDir;
+use crate::storage::{IndexDir, StoredChip, read_rows};
+
+/// Ranks the chips `chip_ids` of the index at `root` against `text` by S; the best `top_k`.
+/// Ids that are not in the index are reported (a warning) and left out.
+pub fn rerank(
+    model: &ModelDir,
+    root: &Path,
+    text: &str,
+    chip_ids: &[String],
+    top_k: usize,
+    strict: bool,
+) -> Result<QueryResult> {
+    let (index, header) = IndexDir::open(root)?;
+    if header.model_fingerprint != model.fingerprint {
+        return Err(header.model_mismatch(
+            root,
+            model,
+            "the query model is",
+            "pass --model with the index's model",
+        ));
+    }
+    let read = QueryReader::new(&model.model.vocab).read(text, strict)?;
+    let (text_feats, _) = model.model.encode_captions(&[read.text().as_str()])?;
+    // chip_id = <scene_id>_<col>_<row>: the scene's record names its part file.
+    let live = index.live_parts()?;
+    let parts: BTreeMap<String, PathBuf> = live.parts.into_iter().map(|(p, r)| (r.scene_id, p)).collect();
+    let mut wanted: BTreeMap<&PathBuf, HashSet<&str>> = BTreeMap::new();
+    let mut missing = Vec::new();
+    for id in chip_ids {
+        let scene = id.split('_').next().unwrap_or_default();
+        match parts.get(scene) {
+            Some(part) => {
+                wanted.entry(part).or_default().insert(id.as_str());
+            }
+            None => missing.push(id.as_str()),
+        }
+    }
+    let start = Instant::now();
+    let mut chips: Vec<StoredChip> = Vec::new();
+    for (part, ids) in &wanted {
+        read_rows(part, None, 1024, |batch| {
+            chips.extend(batch.into_iter().filter(|c| ids.contains(c.chip_id.as_str())));
+            Ok(())
+        })?;
+    }
+    let found: HashSet<&str> = chips.iter().map(|c| c.chip_id.as_str()).collect();
+    missing.extend(wanted.values().flatten().filter(|id| !found.contains(*id)));
+    if !missing.is_empty() {
+        tracing::warn!(
+            "{} chip id(s) not in the index (left out), e.g. {}",
+            missing.len(),
+            missing.iter().take(3).copied().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if chips.is_empty() {
+        return Err(AcfError::InvalidArgument(format!(
+            "none of the {} chip id(s) is in the index {}",
+            chip_ids.len(),
+            root.display()
+        )));
+    }
+    let refs: Vec<&StoredChip> = chips.iter().collect();
+    let scores = score_chips(model, &refs, &text_feats)?;
+    let hits =
+        rank(&scores, top_k).into_iter().enumerate().map(|(r, i)| hit(r + 1, refs[i], scores[i])).collect();
+    Ok(QueryResult {
+        query: text.to_string(),
+        unknown_words: read.unknown,
+        tokens: read.tokens,
+        mappings: read.mappings,
+        hits,
+        chips_scanned: 0,
+        scored: chips.len(),
+        stage1_ms: 0.0,
+        stage2_ms: start.elapsed().as_secs_f64() * 1e3,
+    })
+}
