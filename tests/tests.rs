@@ -10,4 +10,5 @@ mod cli_model;
 mod cli_query;
 mod cli_rank;
 mod cli_readers;
+mod cli_s3;
 mod cli_usage;

@@ -33,6 +33,20 @@ pub fn discover(inputs: &Inputs) -> Result<(Vec<String>, Vec<String>)> {
     let mut warnings = Vec::new();
     let mut scenes = Vec::new();
     for input in &inputs.paths {
+        let text = input.to_string_lossy();
+        if let Some(vsi) = vsi_path(&text) {
+            match list_vsi(&vsi) {
+                Ok(found) if found.is_empty() => warnings.push(format!("{text}: no scene found there")),
+                Ok(found) => scenes.extend(found.into_iter().filter(|p| {
+                    is_candidate(Path::new(p)) && include.as_ref().is_none_or(|g| g.is_match(p))
+                })),
+                // GDAL says only "NULL pointer" for a missing prefix or a denied listing.
+                Err(_) => {
+                    warnings.push(format!("{text}: no scene found there (nothing to list, or no access)"))
+                }
+            }
+            continue;
+        }
         if input.is_dir() {
             let walk = walkdir::WalkDir::new(input).follow_links(true).sort_by_file_name();
             for entry in walk {
@@ -73,6 +87,28 @@ pub fn discover(inputs: &Inputs) -> Result<(Vec<String>, Vec<String>)> {
         scenes.retain(|s| shard_of(s, n) == i);
     }
     Ok((scenes, warnings))
+}
+
+/// `s3://…`, `gs://…` and `/vsi…` inputs as GDAL paths (object storage, archives).
+fn vsi_path(text: &str) -> Option<String> {
+    #[cfg(feature = "gdal")]
+    return crate::raster::vsi::to_vsi(text);
+    #[cfg(not(feature = "gdal"))]
+    return text.starts_with("/vsi").then(|| text.to_string());
+}
+
+/// The scenes of a GDAL path: the object itself, or every object under the prefix.
+fn list_vsi(path: &str) -> std::result::Result<Vec<String>, String> {
+    #[cfg(feature = "gdal")]
+    {
+        use crate::raster::vsi;
+        if vsi::stat(path).is_some_and(|s| s.is_file) {
+            return Ok(vec![path.to_string()]);
+        }
+        vsi::list_files(path)
+    }
+    #[cfg(not(feature = "gdal"))]
+    Ok(vec![path.to_string()])
 }
 
 /// The shard (0..n) a scene belongs to: a hash of its path, so that shares stay stable as

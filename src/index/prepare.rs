@@ -125,29 +125,21 @@ pub fn fingerprint(path: &str, verify: bool) -> std::result::Result<SceneFingerp
             (m.len(), mtime as i128)
         }
         Ok(_) => return Err("not a file".into()),
-        Err(e) if path.starts_with("/vsi") => {
-            vsi_stat(path).ok_or_else(|| format!("cannot stat through GDAL ({e})"))?
-        }
+        Err(e) if path.starts_with("/vsi") => match crate::raster::vsi::stat(path) {
+            Some(s) if s.is_file => (s.size, s.mtime_ns),
+            Some(_) => return Err("not a file".into()),
+            None => return Err(format!("no such object (GDAL cannot stat it: {e})")),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("no such file".into()),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err("permission denied".into()),
         Err(e) => return Err(e.to_string()),
     };
-    let sha256 = if verify { Some(hash_file(path)?) } else { None };
+    let sha256 = match (verify, path.starts_with("/vsi")) {
+        (false, _) => None,
+        (true, true) => Some(crate::raster::vsi::sha256(path)?),
+        (true, false) => Some(hash_file(path)?),
+    };
     Ok(SceneFingerprint { size, mtime_ns, sha256 })
-}
-
-fn vsi_stat(path: &str) -> Option<(u64, i128)> {
-    let c_path = std::ffi::CString::new(path).ok()?;
-    // SAFETY: on Linux GDAL's VSIStatBufL is the C library's `struct stat64` (opaque in the
-    // bindings), which VSIStatL fills; the path is a valid C string.
-    unsafe {
-        let mut stat: libc::stat64 = std::mem::zeroed();
-        let buf = (&mut stat as *mut libc::stat64).cast::<gdal_sys::VSIStatBufL>();
-        if gdal_sys::VSIStatL(c_path.as_ptr(), buf) != 0 {
-            return None;
-        }
-        Some((stat.st_size as u64, stat.st_mtime as i128 * 1_000_000_000))
-    }
 }
 
 fn hash_file(path: &str) -> std::result::Result<String, String> {

@@ -11,6 +11,8 @@ pub mod scene;
 pub mod stretch;
 pub mod tiling;
 pub mod timestamp;
+#[cfg(feature = "gdal")]
+pub mod vsi;
 
 pub use footprint::Footprint;
 pub use tiling::{Window, chip_windows};
