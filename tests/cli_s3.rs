@@ -165,3 +165,69 @@ fn scenes_inside_a_zip_are_indexed_through_vsizip() {
     let s = parse_json(&run.stdout);
     assert_eq!((s["scenes"].as_u64(), s["indexed"].as_u64()), (Some(2), Some(2)), "{}", run.stdout);
 }
+
+#[test]
+fn a_stac_catalog_in_a_bucket_is_indexed_and_searched_both_ways() {
+    let dir = Dir::new();
+    let s3 = S3Server::start();
+    let cat = crate::cli_stac::catalog(&dir);
+    let root = cat.parent().unwrap();
+    for entry in
+        walkdir::WalkDir::new(root).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file())
+    {
+        let key = format!("stac/{}", entry.path().strip_prefix(root).unwrap().display());
+        s3.put("catalogs", &key, entry.path());
+    }
+    let idx = dir.join("idx");
+    let idx_s = idx.to_str().unwrap();
+    let (code, stdout, err) = s3.acf(
+        &dir,
+        &["index", "--device", "cpu", "--json", "--out", idx_s, "--stac", "s3://catalogs/stac/catalog.json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary(&stdout)["indexed"].as_u64(), Some(2), "{stdout}");
+    let records: Vec<serde_json::Value> = std::fs::read_dir(idx.join("scenes"))
+        .unwrap()
+        .map(|e| parse_json(&std::fs::read_to_string(e.unwrap().path()).unwrap()))
+        .collect();
+    assert!(
+        records.iter().any(|r| r["path"].as_str().unwrap().starts_with("/vsis3/catalogs/stac/naip/")),
+        "{records:?}"
+    );
+    // Searched by the CLI, and by DuckDB's stage 1 + rerank (the example), with the same top hit.
+    let (code, stdout, err) = s3.acf(
+        &dir,
+        &[
+            "query",
+            "--device",
+            "cpu",
+            "--format",
+            "json",
+            "--top-k",
+            "3",
+            "--index",
+            idx_s,
+            "buildings and trees",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let cli_top = parse_json(stdout.lines().next().unwrap())["chip_id"].as_str().unwrap().to_string();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/readers/duckdb_two_stage.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(&idx)
+        .arg("buildings and trees")
+        .args(["1000", "3"])
+        .env("ACF_INDEX_BIN", BIN)
+        .env("AWS_S3_ENDPOINT", format!("127.0.0.1:{}", s3.port))
+        .env("AWS_HTTPS", "NO")
+        .env("AWS_VIRTUAL_HOSTING", "FALSE")
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "x")
+        .output()
+        .unwrap();
+    let two_stage = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{two_stage}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(two_stage.lines().next().unwrap().contains(&cli_top), "{two_stage} vs {cli_top}");
+    eprintln!("CLI top hit {cli_top}; DuckDB + rerank:\n{two_stage}");
+}

@@ -11,4 +11,5 @@ mod cli_query;
 mod cli_rank;
 mod cli_readers;
 mod cli_s3;
+mod cli_stac;
 mod cli_usage;

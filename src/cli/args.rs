@@ -319,6 +319,12 @@ pub struct IndexArgs {
     /// The index was built with another model: delete it and start a new one with this model.
     #[arg(long, conflicts_with = "shard")]
     pub new_model: bool,
+    /// A STAC Catalog, Collection, ItemCollection or Item (local, s3:// or any GDAL path) whose
+    /// items are indexed: each item's visual asset, or its red/green/blue assets (eo:bands
+    /// common names) combined by a VRT; item id, collection and datetime go into the catalog.
+    /// Repeatable.
+    #[arg(long, value_name = "PATH_OR_URL")]
+    pub stac: Vec<String>,
     /// Remove from the index the scenes under the given folders (or the given files) whose
     /// source file no longer exists: their records and chips.
     #[arg(long)]
@@ -371,6 +377,9 @@ pub struct QueryArgs {
     /// Only chips of scenes whose path matches this glob (e.g. '*LC08*'); repeatable.
     #[arg(long)]
     pub scene: Vec<String>,
+    /// Only chips of scenes from this STAC collection (`index --stac`); repeatable.
+    #[arg(long)]
+    pub collection: Vec<String>,
     /// Only chips acquired at or after this time (2020-05-18 or RFC 3339).
     #[arg(long, value_parser = parse_instant)]
     pub since: Option<i64>,

@@ -18,8 +18,8 @@ pub fn index(args: IndexArgs) -> Result<i32> {
     use crate::index::{IndexOptions, Inputs};
     use crate::raster::scene::ReadOptions;
 
-    if args.paths.is_empty() && args.from_list.is_none() {
-        anyhow::bail!("nothing to index: give scene files or folders, or --from-list FILE");
+    if args.paths.is_empty() && args.from_list.is_none() && args.stac.is_empty() {
+        anyhow::bail!("nothing to index: give scene files or folders, --from-list FILE or --stac CATALOG");
     }
     // Before the model loads (a second or more): a SIGTERM from the scheduler during start-up
     // is an interrupt too, not a kill.
@@ -45,6 +45,7 @@ pub fn index(args: IndexArgs) -> Result<i32> {
         verify: args.verify,
         new_model: args.new_model,
         prune: args.prune,
+        stac: args.stac,
         progress: std::io::stderr().is_terminal(),
     };
     let summary = crate::index::run(&model, &opts, interrupt)
@@ -126,6 +127,7 @@ pub fn bench_index(
         verify: false,
         new_model: false,
         prune: false,
+        stac: vec![],
         progress: false,
     };
     let row = crate::index::bench::bench_index(&model, &scene.to_string_lossy(), &opts, min_seconds)?;

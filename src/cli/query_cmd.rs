@@ -49,6 +49,7 @@ pub fn query(args: QueryArgs) -> Result<()> {
             scenes: Filters::scene_globs(&args.scene)?,
             since_us: args.since,
             until_us: args.until,
+            collections: args.collection.clone(),
         },
         exhaustive: args.exhaustive,
         strict: args.strict,

@@ -10,6 +10,8 @@ pub mod info;
 pub mod pipeline;
 #[cfg(feature = "gdal")]
 mod prepare;
+#[cfg(feature = "gdal")]
+pub mod stac;
 
 pub use discover::{Inputs, discover, parse_shard};
 #[cfg(feature = "gdal")]

@@ -23,6 +23,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::discover::{Inputs, discover};
 use super::prepare::{check_model, fingerprint, prune_missing, up_to_date};
+use super::stac::StacScene;
 use crate::error::{AcfError, Result};
 use crate::model::model_dir::ModelDir;
 use crate::model::{InferenceOptions, InferencePrecision};
@@ -58,6 +59,8 @@ pub struct IndexOptions {
     pub new_model: bool,
     /// Remove scenes under the given paths whose source no longer exists.
     pub prune: bool,
+    /// STAC Catalogs, Collections, ItemCollections or Items to index (`--stac`).
+    pub stac: Vec<String>,
     /// Draw a progress bar.
     pub progress: bool,
 }
@@ -88,6 +91,8 @@ struct SceneJob {
     path: String,
     scene_id: String,
     fingerprint: SceneFingerprint,
+    /// Set for a scene from `--stac`.
+    stac: Option<StacScene>,
 }
 
 impl SceneJob {
@@ -99,6 +104,8 @@ impl SceneJob {
             fingerprint: self.fingerprint.clone(),
             size: info.map(|i| i.size),
             crs: info.and_then(|i| i.crs.clone()),
+            stac_item: self.stac.as_ref().map(|s| s.item.clone()),
+            stac_collection: self.stac.as_ref().and_then(|s| s.collection.clone()),
         }
     }
 }
@@ -136,7 +143,20 @@ pub fn run(model: &ModelDir, opts: &IndexOptions, interrupt: Arc<AtomicBool>) ->
     let started = Instant::now();
     crate::raster::scene::route_gdal_errors_to_log();
     crate::raster::scene::bound_gdal_cache();
-    let (scenes, warnings) = discover(&opts.inputs)?;
+    let (mut scenes, mut warnings) = discover(&opts.inputs)?;
+    let mut stac_of: HashMap<String, StacScene> = HashMap::new();
+    if !opts.stac.is_empty() {
+        let (items, w) = super::stac::scenes(&opts.stac, &opts.out.join("stac"))?;
+        warnings.extend(w);
+        for item in items {
+            if opts.inputs.shard.is_none_or(|(i, n)| super::discover::shard_of(&item.path, n) == i) {
+                scenes.push(item.path.clone());
+                stac_of.insert(item.path.clone(), item);
+            }
+        }
+        scenes.sort();
+        scenes.dedup();
+    }
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -172,7 +192,8 @@ pub fn run(model: &ModelDir, opts: &IndexOptions, interrupt: Arc<AtomicBool>) ->
                     summary.skipped += 1;
                     continue;
                 }
-                jobs.push(SceneJob { path, scene_id: id, fingerprint: fp });
+                let stac = stac_of.remove(&path);
+                jobs.push(SceneJob { path, scene_id: id, fingerprint: fp, stac });
             }
             Err(reason) => {
                 tracing::error!("{path}: {reason}");
@@ -314,7 +335,8 @@ fn reader(
             size: (scene.width as u64, scene.height as u64),
             bbox,
             crs: scene.crs.clone(),
-            acquired_us: scene.acquired_us,
+            // A STAC item's datetime is the acquisition; TIFF tags often hold processing time.
+            acquired_us: jobs[job].stac.as_ref().and_then(|s| s.acquired_us).or(scene.acquired_us),
         };
         if tx.send(FromReader::Start { job, info }).is_err() {
             return;
@@ -438,6 +460,8 @@ fn encoder(
                         footprint,
                         valid_fraction: raw.valid_fraction,
                         acquired_us,
+                        stac_item: scene.stac.as_ref().map(|s| s.item.clone()),
+                        stac_collection: scene.stac.as_ref().and_then(|s| s.collection.clone()),
                         global: globals[i * d..(i + 1) * d].to_vec(),
                         nodes: nodes[i * kd..(i + 1) * kd].to_vec(),
                     };
@@ -624,6 +648,7 @@ mod tests {
             path: path.to_string(),
             scene_id: scene_id(path),
             fingerprint: SceneFingerprint { size: 1, mtime_ns: 2, sha256: None },
+            stac: None,
         }
     }
 
@@ -640,6 +665,7 @@ mod tests {
             verify: false,
             new_model: false,
             prune: false,
+            stac: vec![],
             progress: false,
         }
     }
@@ -707,6 +733,8 @@ mod tests {
             footprint: None,
             valid_fraction: 1.0,
             acquired_us: None,
+            stac_item: None,
+            stac_collection: None,
             global: vec![0.5; schema.embed_dim],
             nodes: vec![0.25; schema.embed_dim * schema.regions],
         })

@@ -86,6 +86,31 @@ pub fn sha256(path: &str) -> Result<String, String> {
     }
 }
 
+/// A whole object as text (a STAC JSON document), read through VSI.
+pub fn read_to_string(path: &str) -> Result<String, String> {
+    let c_path = CString::new(path).map_err(|_| "path holds a NUL byte".to_string())?;
+    let mode = CString::new("rb").map_err(|e| e.to_string())?;
+    // SAFETY: as in `sha256`: a handle owned here, a buffer valid for its length.
+    let bytes = unsafe {
+        let file = gdal_sys::VSIFOpenL(c_path.as_ptr(), mode.as_ptr());
+        if file.is_null() {
+            return Err("cannot open through GDAL".into());
+        }
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = gdal_sys::VSIFReadL(buf.as_mut_ptr().cast(), 1, buf.len(), file);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        gdal_sys::VSIFCloseL(file);
+        out
+    };
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

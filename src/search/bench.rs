@@ -81,11 +81,21 @@ pub fn synthetic_index(model: &ModelDir, dir: &Path, chips: usize) -> Result<()>
                 footprint: None,
                 valid_fraction: 1.0,
                 acquired_us: None,
+                stac_item: None,
+                stac_collection: None,
                 global: unit(&mut rng, d),
                 nodes: blocks[(written + i) % NODE_BLOCKS].clone(),
             })?;
         }
-        let meta = SceneMeta { path, scene_id: id, fingerprint, size: None, crs: Some("EPSG:4326".into()) };
+        let meta = SceneMeta {
+            path,
+            scene_id: id,
+            fingerprint,
+            size: None,
+            crs: Some("EPSG:4326".into()),
+            stac_item: None,
+            stac_collection: None,
+        };
         index.commit_scene(&meta, Some(w), 0, 0.0)?;
         written += n;
         part_no += 1;

@@ -108,8 +108,13 @@ pub fn search(
             ),
         });
     }
-    let files: Vec<PathBuf> =
-        live.into_iter().filter(|(_, r)| opts.filters.scene_ok(&r.path)).map(|(p, _)| p).collect();
+    let files: Vec<PathBuf> = live
+        .into_iter()
+        .filter(|(_, r)| {
+            opts.filters.scene_ok(&r.path) && opts.filters.collection_ok(r.stac_collection.as_deref())
+        })
+        .map(|(p, _)| p)
+        .collect();
     let reader = QueryReader::new(&model.model.vocab);
     let reads: Vec<ReadQuery> = queries.iter().map(|q| reader.read(q, opts.strict)).collect::<Result<_>>()?;
     let texts: Vec<String> = reads.iter().map(ReadQuery::text).collect();

@@ -16,6 +16,8 @@ pub struct Filters {
     pub since_us: Option<i64>,
     /// Acquired before or at.
     pub until_us: Option<i64>,
+    /// STAC collections (any may match; empty = all scenes).
+    pub collections: Vec<String>,
 }
 
 impl Filters {
@@ -23,6 +25,11 @@ impl Filters {
     /// match whole paths).
     pub fn scene_globs(patterns: &[String]) -> Result<Option<GlobSet>> {
         crate::files::glob_set(patterns)
+    }
+
+    /// Whether a scene of this STAC collection passes the collection filter.
+    pub fn collection_ok(&self, collection: Option<&str>) -> bool {
+        self.collections.is_empty() || collection.is_some_and(|c| self.collections.iter().any(|w| w == c))
     }
 
     /// Whether a scene path passes the scene filter.
@@ -93,7 +100,10 @@ mod tests {
             scenes: Filters::scene_globs(&["*.tif".into()]).unwrap(),
             since_us: Some(10),
             until_us: None,
+            collections: vec!["naip".into()],
         };
+        assert!(f.collection_ok(Some("naip")) && !f.collection_ok(Some("landsat")) && !f.collection_ok(None));
+        assert!(Filters::default().collection_ok(None));
         assert!(f.bbox_ok(Some([0.5, 0.5, 2.0, 2.0])));
         assert!(f.bbox_ok(Some([1.0, 1.0, 2.0, 2.0])), "touching");
         assert!(!f.bbox_ok(Some([1.5, 0.0, 2.0, 1.0])));

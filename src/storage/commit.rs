@@ -33,6 +33,9 @@ pub struct SceneMeta {
     /// Scene size in pixels, when it could be opened.
     pub size: Option<(u64, u64)>,
     pub crs: Option<String>,
+    /// STAC item and collection, for a scene from `--stac`.
+    pub stac_item: Option<String>,
+    pub stac_collection: Option<String>,
 }
 
 /// Unix seconds now.
@@ -72,6 +75,8 @@ impl IndexDir {
             size: scene.size,
             crs: scene.crs.clone(),
             error: None,
+            stac_item: scene.stac_item.clone(),
+            stac_collection: scene.stac_collection.clone(),
             indexed_at: now_s(),
             seconds,
         };
@@ -97,6 +102,8 @@ impl IndexDir {
             size: scene.size,
             crs: scene.crs.clone(),
             error: Some(reason.to_string()),
+            stac_item: scene.stac_item.clone(),
+            stac_collection: scene.stac_collection.clone(),
             indexed_at: now_s(),
             seconds: 0.0,
         };

@@ -189,6 +189,11 @@ pub struct SceneRecord {
     pub crs: Option<String>,
     /// Why the scene failed.
     pub error: Option<String>,
+    /// The STAC item and collection, for a scene from `--stac`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stac_item: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stac_collection: Option<String>,
     /// Unix seconds.
     pub indexed_at: u64,
     pub seconds: f64,

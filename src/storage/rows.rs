@@ -30,6 +30,9 @@ pub struct ChipRow {
     pub valid_fraction: f32,
     /// Acquisition time, microseconds since the Unix epoch (UTC).
     pub acquired_us: Option<i64>,
+    /// The STAC item and collection of the scene, when it came from `--stac`.
+    pub stac_item: Option<String>,
+    pub stac_collection: Option<String>,
     /// Global vector (D floats, unit norm).
     pub global: Vec<f32>,
     /// Region features, row-major k×D.
@@ -117,6 +120,8 @@ impl ChipSchema {
             ),
             Arc::new(global),
             Arc::new(nodes),
+            Arc::new(rows.iter().map(|r| r.stac_item.as_deref()).collect::<StringArray>()),
+            Arc::new(rows.iter().map(|r| r.stac_collection.as_deref()).collect::<StringArray>()),
         ];
         Ok(RecordBatch::try_new(arrow_schema, columns)?)
     }
@@ -144,6 +149,8 @@ pub(crate) mod tests {
                 .then(|| Footprint { wkb: vec![1, 3, 0, 0, 0], bbox: [i as f64, 1.0, 2.0, 3.0] }),
             valid_fraction: 1.0,
             acquired_us: None,
+            stac_item: None,
+            stac_collection: None,
             global: (0..d).map(|x| x as f32 + i as f32).collect(),
             nodes: (0..k * d).map(|x| x as f32 * 0.5).collect(),
         }

@@ -27,6 +27,8 @@ pub mod columns {
     pub const ACQUIRED: &str = "acquired";
     pub const GLOBAL: &str = "global";
     pub const NODES: &str = "nodes";
+    pub const STAC_ITEM: &str = "stac_item";
+    pub const STAC_COLLECTION: &str = "stac_collection";
 }
 
 /// Storage type of the 49×512 region features.
@@ -118,6 +120,8 @@ impl ChipSchema {
                     (NodesDtype::METADATA_KEY.to_string(), self.nodes_dtype.numpy().to_string()),
                     ("acf_index:shape".to_string(), format!("{},{}", self.regions, self.embed_dim)),
                 ])),
+            Field::new(columns::STAC_ITEM, DataType::Utf8, true),
+            Field::new(columns::STAC_COLLECTION, DataType::Utf8, true),
         ]))
     }
 }
