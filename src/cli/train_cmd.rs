@@ -8,7 +8,7 @@ use crate::data::dataset::Dataset;
 use crate::model::Config;
 use crate::train::evaluate::{EvalSet, encode_images, score_all};
 use crate::train::loader::load_split;
-use crate::train::metrics::{Recall, recall};
+use crate::train::metrics::Recall;
 use crate::train::{TrainOptions, train as run_training};
 
 pub fn train(args: TrainArgs) -> Result<()> {
@@ -87,7 +87,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let variants = crate::train::evaluate::scoring_variants(&model.config.scoring, args.ablate);
     for (name, cfg) in variants {
         let scores = score_all(model, &set, &feats, &cfg);
-        rows.push((name, recall(&scores, set.images(), &set.caption_image)));
+        rows.push((name, set.recall(&scores)));
     }
     let names: Vec<String> = datasets.iter().map(|d| d.name.clone()).collect();
     if args.json {

@@ -31,6 +31,28 @@ impl EvalSet {
         set
     }
 
+    /// R@K and mR of an (images × captions) score matrix of this set. Captions with the same
+    /// token ids (many are word-for-word identical across images) get the same score first:
+    /// padded to different lengths in different chunks they can differ by float noise, which
+    /// would hide their tie from [`recall`].
+    pub fn recall(&self, scores: &[f32]) -> Recall {
+        let n_cap = self.captions.len();
+        let mut first: std::collections::HashMap<&[i64], usize> = std::collections::HashMap::new();
+        let rep: Vec<usize> = self
+            .captions
+            .iter()
+            .enumerate()
+            .map(|(c, ids)| *first.entry(ids.as_slice()).or_insert(c))
+            .collect();
+        let mut canonical = scores.to_vec();
+        for row in canonical.chunks_mut(n_cap.max(1)) {
+            for c in 0..row.len() {
+                row[c] = row[rep[c]];
+            }
+        }
+        recall(&canonical, self.images(), &self.caption_image)
+    }
+
     /// Number of images.
     pub fn images(&self) -> usize {
         self.pixels.len()
@@ -78,7 +100,7 @@ pub fn score_all(
 pub fn evaluate(model: &AcfModel, set: &EvalSet) -> Recall {
     let feats = encode_images(model, set, 32);
     let scores = score_all(model, set, &feats, &model.config.scoring);
-    recall(&scores, set.images(), &set.caption_image)
+    set.recall(&scores)
 }
 
 /// The scoring settings `eval` reports: the model's own ("ACF (full)"), and with `ablate`

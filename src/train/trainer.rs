@@ -431,6 +431,14 @@ mod tests {
     use super::*;
     use crate::train::evaluate::{EvalSet, evaluate};
 
+    /// Training draws from libtorch's global random generator: tests that train run one at a
+    /// time, or their draws interleave and runs stop being reproducible.
+    static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        TRAINING.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn fixture() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ucm-mini/dataset.json")
     }
@@ -486,6 +494,7 @@ mod tests {
 
     #[test]
     fn short_training_run_learns_the_training_subset() {
+        let _serial = serial();
         tch::set_num_threads(2);
         let dir = tempfile::tempdir().unwrap();
         let summary = train(&options(dir.path(), 20), Arc::new(AtomicBool::new(false))).unwrap();
@@ -506,6 +515,7 @@ mod tests {
 
     #[test]
     fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
+        let _serial = serial();
         tch::set_num_threads(2);
         let straight = tempfile::tempdir().unwrap();
         train(&options(straight.path(), 2), Arc::new(AtomicBool::new(false))).unwrap();
@@ -529,7 +539,38 @@ mod tests {
     }
 
     #[test]
+    fn the_trainers_validation_equals_eval_on_the_saved_weights() {
+        let _serial = serial();
+        tch::set_num_threads(2);
+        let out = tempfile::tempdir().unwrap();
+        let summary = train(&options(out.path(), 1), Arc::new(AtomicBool::new(false))).unwrap();
+        let logged = summary.last_val.unwrap();
+        // What `acf-index eval --split val` computes from the saved model directory.
+        let saved = ModelDir::load(out.path(), Device::Cpu).unwrap();
+        let ds = Dataset::load(&fixture(), None).unwrap();
+        let (imgs, _) = load_split(std::slice::from_ref(&ds), "val", &saved.model.vocab, 32, false).unwrap();
+        let set = EvalSet::new(&imgs, saved.config().image.image_size as u32, None);
+        let again = evaluate(&saved.model, &set);
+        assert!((again.mr - logged.mr).abs() < 1e-6, "trainer {} vs eval {}", logged.mr, again.mr);
+    }
+
+    #[test]
+    fn identical_captions_tie_even_when_their_scores_differ_by_float_noise() {
+        // Two images; image 0 has captions [a] and image 1 has [a'] where a' == a word for word.
+        let set = EvalSet {
+            pixels: vec![vec![], vec![]],
+            captions: vec![vec![5, 6], vec![5, 6]],
+            caption_image: vec![0, 1],
+        };
+        // Scores differ only by noise: without the tie, image 0 would rank its caption first.
+        let scores = [0.5, 0.5 - 1e-7, 0.5 + 1e-7, 0.5];
+        let r = set.recall(&scores);
+        assert!((r.i2t[0] - 50.0).abs() < 1e-9, "a tie of two: R@1 = 50 %, got {}", r.i2t[0]);
+    }
+
+    #[test]
     fn interrupt_saves_a_checkpoint_that_resumes() {
+        let _serial = serial();
         let dir = tempfile::tempdir().unwrap();
         let s = train(&options(dir.path(), 1), Arc::new(AtomicBool::new(true))).unwrap();
         assert!(s.interrupted);
