@@ -437,6 +437,10 @@ pub struct EvalArgs {
     /// a model trained with them switched off.
     #[arg(long)]
     pub ablate: bool,
+    /// Also evaluate the model with one scoring setting swept (the paper's Tables 1–3):
+    /// `p=0.1,0.2,0.3`, `q=0,0.1,0.2`, `lambda=5,9,15`, `correction=logits,off`; repeatable.
+    #[arg(long, value_name = "NAME=V1,V2,…", value_parser = crate::train::evaluate::parse_sweep)]
+    pub sweep: Vec<crate::train::evaluate::Sweep>,
     /// Only the first N images of the split.
     #[arg(long)]
     pub max_images: Option<usize>,

@@ -84,7 +84,10 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let set = EvalSet::new(&images, model.config.image.image_size as u32, args.max_images);
     let feats = encode_images(model, &set, 32);
     let mut rows: Vec<(String, Recall)> = Vec::new();
-    let variants = crate::train::evaluate::scoring_variants(&model.config.scoring, args.ablate);
+    let mut variants = crate::train::evaluate::scoring_variants(&model.config.scoring, args.ablate);
+    for sweep in &args.sweep {
+        variants.extend(sweep.variants(&model.config.scoring));
+    }
     for (name, cfg) in variants {
         let scores = score_all(model, &set, &feats, &cfg);
         rows.push((name, set.recall(&scores)));

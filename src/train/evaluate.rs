@@ -103,6 +103,62 @@ pub fn evaluate(model: &AcfModel, set: &EvalSet) -> Recall {
     set.recall(&scores)
 }
 
+/// One scoring setting evaluated at several values (`eval --sweep p=0.1,0.2`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
+/// Parses `NAME=V1,V2,…` for a sweepable setting: p, q, lambda, correction, filtering.
+pub fn parse_sweep(text: &str) -> std::result::Result<Sweep, String> {
+    let (name, values) = text.split_once('=').ok_or_else(|| format!("'{text}' is not NAME=V1,V2,…"))?;
+    let values: Vec<String> =
+        values.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+    let base = crate::model::Config::pvig_nano().scoring;
+    let sweep = Sweep { name: name.trim().to_string(), values };
+    if sweep.values.is_empty() {
+        return Err(format!("'{text}': no values"));
+    }
+    for v in &sweep.values {
+        sweep.apply(&base, v)?;
+    }
+    Ok(sweep)
+}
+
+impl Sweep {
+    /// `base` with this setting at `value`.
+    fn apply(&self, base: &ScoringConfig, value: &str) -> std::result::Result<ScoringConfig, String> {
+        let mut s = base.clone();
+        let num = || value.parse::<f64>().map_err(|_| format!("{}={value}: not a number", self.name));
+        match self.name.as_str() {
+            "p" => s.p = num()?,
+            "q" => s.q = num()?,
+            "lambda" => s.lambda = num()?,
+            "correction" => {
+                s.correction = match value {
+                    "logits" => Correction::Logits,
+                    "off" => Correction::Off,
+                    _ => return Err(format!("correction={value}: logits or off")),
+                }
+            }
+            "filtering" => {
+                s.filtering = value.parse().map_err(|_| format!("filtering={value}: true or false"))?
+            }
+            other => return Err(format!("cannot sweep '{other}' (p, q, lambda, correction, filtering)")),
+        }
+        Ok(s)
+    }
+
+    /// The named variants of `base`, one per value.
+    pub fn variants(&self, base: &ScoringConfig) -> Vec<(String, ScoringConfig)> {
+        self.values
+            .iter()
+            .filter_map(|v| self.apply(base, v).ok().map(|s| (format!("{} = {v}", self.name), s)))
+            .collect()
+    }
+}
+
 /// The scoring settings `eval` reports: the model's own ("ACF (full)"), and with `ablate`
 /// the paper's inference-time ablations M3 (no correction), M4 (no filtering) and M5 (no
 /// global component). M1 and M2 change the architecture and need their own training.
@@ -117,4 +173,22 @@ pub fn scoring_variants(base: &ScoringConfig, ablate: bool) -> Vec<(String, Scor
         variants.push(("M5: without global component".into(), m5));
     }
     variants
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    #[test]
+    fn sweeps_parse_and_set_one_field() {
+        let s = parse_sweep("p=0.1, 0.5").unwrap();
+        let base = crate::model::Config::pvig_nano().scoring;
+        let v = s.variants(&base);
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[0].0.as_str(), v[0].1.p, v[1].1.p), ("p = 0.1", 0.1, 0.5));
+        assert_eq!(v[0].1.q, base.q, "only p changes");
+        assert!(parse_sweep("delta=1").unwrap_err().contains("cannot sweep"));
+        assert!(parse_sweep("q=x").unwrap_err().contains("not a number"));
+        assert!(parse_sweep("p").is_err());
+    }
 }
