@@ -61,8 +61,8 @@ pub fn list_files(dir: &str) -> Result<Vec<String>, String> {
     Ok(files)
 }
 
-/// The sha256 of an object, read through VSI in 1 MiB pieces.
-pub fn sha256(path: &str) -> Result<String, String> {
+/// Reads an object through VSI, handing each piece (up to 1 MiB) to `each`.
+fn read_pieces(path: &str, mut each: impl FnMut(&[u8])) -> Result<(), String> {
     let c_path = CString::new(path).map_err(|_| "path holds a NUL byte".to_string())?;
     let mode = CString::new("rb").map_err(|e| e.to_string())?;
     // SAFETY: VSIFOpenL/VSIFReadL/VSIFCloseL on a handle this function owns; the buffer is
@@ -70,44 +70,32 @@ pub fn sha256(path: &str) -> Result<String, String> {
     unsafe {
         let file = gdal_sys::VSIFOpenL(c_path.as_ptr(), mode.as_ptr());
         if file.is_null() {
-            return Err("--verify: cannot open through GDAL".into());
+            return Err("cannot open through GDAL".into());
         }
-        let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = gdal_sys::VSIFReadL(buf.as_mut_ptr().cast(), 1, buf.len(), file);
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[..n]);
+            each(&buf[..n]);
         }
         gdal_sys::VSIFCloseL(file);
-        Ok(crate::files::hex(&hasher.finalize()))
     }
+    Ok(())
+}
+
+/// The sha256 of an object, read through VSI.
+pub fn sha256(path: &str) -> Result<String, String> {
+    let mut hasher = Sha256::new();
+    read_pieces(path, |piece| hasher.update(piece)).map_err(|e| format!("--verify: {e}"))?;
+    Ok(crate::files::hex(&hasher.finalize()))
 }
 
 /// A whole object as text (a STAC JSON document), read through VSI.
 pub fn read_to_string(path: &str) -> Result<String, String> {
-    let c_path = CString::new(path).map_err(|_| "path holds a NUL byte".to_string())?;
-    let mode = CString::new("rb").map_err(|e| e.to_string())?;
-    // SAFETY: as in `sha256`: a handle owned here, a buffer valid for its length.
-    let bytes = unsafe {
-        let file = gdal_sys::VSIFOpenL(c_path.as_ptr(), mode.as_ptr());
-        if file.is_null() {
-            return Err("cannot open through GDAL".into());
-        }
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = gdal_sys::VSIFReadL(buf.as_mut_ptr().cast(), 1, buf.len(), file);
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
-        gdal_sys::VSIFCloseL(file);
-        out
-    };
+    let mut bytes = Vec::new();
+    read_pieces(path, |piece| bytes.extend_from_slice(piece))?;
     String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())
 }
 

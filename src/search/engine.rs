@@ -72,13 +72,8 @@ pub struct QueryResult {
     pub stage2_ms: f64,
 }
 
-/// Runs `queries` against the index at `root`.
-pub fn search(
-    model: &ModelDir,
-    root: &Path,
-    queries: &[String],
-    opts: &QueryOptions,
-) -> Result<Vec<QueryResult>> {
+/// Opens the index at `root` for searching with `model`, which must be the index's.
+pub(crate) fn open_for(root: &Path, model: &ModelDir) -> Result<IndexDir> {
     let (index, header) = IndexDir::open(root)?;
     if header.model_fingerprint != model.fingerprint {
         return Err(header.model_mismatch(
@@ -88,6 +83,17 @@ pub fn search(
             "pass --model with the index's model",
         ));
     }
+    Ok(index)
+}
+
+/// Runs `queries` against the index at `root`.
+pub fn search(
+    model: &ModelDir,
+    root: &Path,
+    queries: &[String],
+    opts: &QueryOptions,
+) -> Result<Vec<QueryResult>> {
+    let index = open_for(root, model)?;
     let records = index.records()?;
     let live = index.live_parts()?;
     for (record, reason) in &live.damaged {

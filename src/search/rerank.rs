@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::engine::{QueryResult, hit, rank, score_chips};
+use super::engine::{QueryResult, hit, open_for, rank, score_chips};
 use super::words::QueryReader;
 use crate::error::{AcfError, Result};
 use crate::model::model_dir::ModelDir;
-use crate::storage::{IndexDir, StoredChip, read_rows};
+use crate::storage::{StoredChip, read_rows};
 
 /// Ranks the chips `chip_ids` of the index at `root` against `text` by S; the best `top_k`.
 /// Ids that are not in the index are reported (a warning) and left out.
@@ -22,15 +22,7 @@ pub fn rerank(
     top_k: usize,
     strict: bool,
 ) -> Result<QueryResult> {
-    let (index, header) = IndexDir::open(root)?;
-    if header.model_fingerprint != model.fingerprint {
-        return Err(header.model_mismatch(
-            root,
-            model,
-            "the query model is",
-            "pass --model with the index's model",
-        ));
-    }
+    let index = open_for(root, model)?;
     let read = QueryReader::new(&model.model.vocab).read(text, strict)?;
     let (text_feats, _) = model.model.encode_captions(&[read.text().as_str()])?;
     // chip_id = <scene_id>_<col>_<row>: the scene's record names its part file.
