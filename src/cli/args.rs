@@ -152,8 +152,9 @@ pub enum Command {
     Index(IndexArgs),
     /// Search an index with text: the best-matching chips, ranked by the full ACF score.
     ///
-    /// The query is tokenised with the model's vocabulary (unknown words are reported; a
-    /// query with no known word is an error). Stage 1 compares the query's global vector
+    /// Words outside the model's vocabulary are read as known ones (same stem, WordNet
+    /// synonym, compound head, broader term) and every such reading is shown; --strict
+    /// refuses them instead, and a query left with only stop words is refused. Stage 1 compares the query's global vector
     /// with every chip's (reading only that column) and keeps --candidates chips; stage 2
     /// reads their region features and ranks them by S (attention correction and filtering,
     /// both directions, plus the global term). --exhaustive scores every chip with S.
