@@ -113,22 +113,12 @@ pub fn bench_index(
     min_seconds: f64,
     json: bool,
 ) -> Result<()> {
-    use crate::index::{IndexOptions, Inputs};
+    use crate::index::IndexOptions;
     let model = super::model_arg::load_model(model)?;
     let opts = IndexOptions {
-        inputs: Inputs::default(),
-        out: scene.to_path_buf(),
-        read: Default::default(),
-        stride: model.config().image.image_size as usize,
-        min_valid: 0.5,
         batch: batch.max(1),
         readers: readers.max(1),
-        nodes_dtype: None,
-        verify: false,
-        new_model: false,
-        prune: false,
-        stac: vec![],
-        progress: false,
+        ..IndexOptions::defaults(scene.to_path_buf(), model.config().image.image_size as usize)
     };
     let row = crate::index::bench::bench_index(&model, &scene.to_string_lossy(), &opts, min_seconds)?;
     if json {

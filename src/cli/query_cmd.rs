@@ -57,7 +57,7 @@ pub fn query(args: QueryArgs) -> Result<()> {
     let results = search(&model, &args.index, &queries, &opts)?;
     for r in &results {
         if !r.mappings.is_empty() {
-            let how: Vec<String> = r.mappings.iter().map(|m| format!("{} → {}", m.word, m.known)).collect();
+            let how: Vec<String> = r.mappings.iter().map(ToString::to_string).collect();
             tracing::info!("\"{}\": read as \"{}\" ({})", r.query, r.tokens.join(" "), how.join(", "));
         }
         if !r.unknown_words.is_empty() {

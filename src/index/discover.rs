@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use globset::GlobSet;
 use sha2::{Digest, Sha256};
 
 use crate::error::{AcfError, Result};
@@ -28,8 +27,8 @@ pub struct Inputs {
 /// The scene list: sorted, without duplicates, this shard's share only. Problems with
 /// single entries (unreadable folder, symlink loop) are returned as warnings.
 pub fn discover(inputs: &Inputs) -> Result<(Vec<String>, Vec<String>)> {
-    let include = globs(&inputs.include)?;
-    let exclude = globs(&inputs.exclude)?;
+    let include = crate::files::glob_set(&inputs.include)?;
+    let exclude = crate::files::glob_set(&inputs.exclude)?;
     let mut warnings = Vec::new();
     let mut scenes = Vec::new();
     for input in &inputs.paths {
@@ -125,16 +124,13 @@ fn is_candidate(path: &Path) -> bool {
     !name.starts_with('.') && !SIDECAR_SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
-fn absolute(path: &Path) -> String {
+/// `path` absolute (symlinks resolved when it exists), as the catalog records scenes.
+pub(crate) fn absolute(path: &Path) -> String {
     std::fs::canonicalize(path)
         .or_else(|_| std::path::absolute(path))
         .unwrap_or_else(|_| path.to_path_buf())
         .to_string_lossy()
         .into_owned()
-}
-
-fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
-    crate::files::glob_set(patterns)
 }
 
 /// Parses `I/N` (0 ≤ I < N).

@@ -58,8 +58,7 @@ pub fn index_info(root: &Path) -> Result<IndexInfo> {
     };
     for record in index.records()?.into_values() {
         match record.status {
-            SceneStatus::Ok if index.part_problem(&record).is_some() => {
-                let reason = index.part_problem(&record).unwrap_or_default();
+            SceneStatus::Ok if let Some(reason) = index.part_problem(&record) => {
                 info.damaged.push((record.path.clone(), reason));
             }
             SceneStatus::Ok => {

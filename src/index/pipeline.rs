@@ -65,6 +65,28 @@ pub struct IndexOptions {
     pub progress: bool,
 }
 
+impl IndexOptions {
+    /// The command line's defaults for an index at `out` of `chip`-pixel chips (no overlap),
+    /// with no inputs: callers fill in what they set.
+    pub fn defaults(out: std::path::PathBuf, chip: usize) -> IndexOptions {
+        IndexOptions {
+            inputs: Inputs::default(),
+            out,
+            read: ReadOptions::default(),
+            stride: chip,
+            min_valid: 0.5,
+            batch: 32,
+            readers: 2,
+            nodes_dtype: None,
+            verify: false,
+            new_model: false,
+            prune: false,
+            stac: Vec::new(),
+            progress: false,
+        }
+    }
+}
+
 /// What a run did (printed at the end, also as JSON).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct IndexSummary {
@@ -654,19 +676,10 @@ mod tests {
 
     fn options(stride: usize) -> IndexOptions {
         IndexOptions {
-            inputs: Inputs { paths: vec![], from_list: None, include: vec![], exclude: vec![], shard: None },
-            out: std::path::PathBuf::new(),
-            read: ReadOptions { bands: None, scale: None },
-            stride,
             min_valid: 0.0,
             batch: 4,
             readers: 1,
-            nodes_dtype: None,
-            verify: false,
-            new_model: false,
-            prune: false,
-            stac: vec![],
-            progress: false,
+            ..IndexOptions::defaults(std::path::PathBuf::new(), stride)
         }
     }
 

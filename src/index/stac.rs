@@ -32,7 +32,8 @@ pub fn scenes(sources: &[String], vrt_dir: &Path) -> Result<(Vec<StacScene>, Vec
     let mut warnings = Vec::new();
     let mut seen = HashSet::new();
     for source in sources {
-        let location = crate::raster::vsi::to_vsi(source).unwrap_or_else(|| absolute(source));
+        let location = crate::raster::vsi::to_vsi(source)
+            .unwrap_or_else(|| super::discover::absolute(Path::new(source)));
         walk(&location, None, vrt_dir, &mut seen, &mut out, &mut warnings)?;
     }
     Ok((out, warnings))
@@ -188,10 +189,6 @@ fn to_gdal(href: &str) -> String {
         return format!("/vsicurl/{href}");
     }
     crate::raster::vsi::to_vsi(href).unwrap_or_else(|| href.to_string())
-}
-
-fn absolute(path: &str) -> String {
-    std::path::absolute(path).map_or_else(|_| path.to_string(), |p: PathBuf| p.display().to_string())
 }
 
 fn read_json(location: &str) -> Result<Value> {

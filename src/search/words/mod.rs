@@ -56,6 +56,19 @@ pub struct Mapping {
     pub via: Via,
 }
 
+impl std::fmt::Display for Mapping {
+    /// `marina → dock (broader)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let via = match self.via {
+            Via::Morphology => "morphology",
+            Via::Synonym => "synonym",
+            Via::Compound => "compound",
+            Via::Broader => "broader",
+        };
+        write!(f, "{} → {} ({via})", self.word, self.known)
+    }
+}
+
 /// A query as the model will read it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReadQuery {
@@ -74,12 +87,7 @@ impl ReadQuery {
 
     /// `marina → dock (broader), sailboats → boats (compound)` for people.
     pub fn describe_mappings(&self) -> String {
-        let v: Vec<String> = self
-            .mappings
-            .iter()
-            .map(|m| format!("{} → {} ({})", m.word, m.known, format!("{:?}", m.via).to_lowercase()))
-            .collect();
-        v.join(", ")
+        self.mappings.iter().map(Mapping::to_string).collect::<Vec<_>>().join(", ")
     }
 }
 
