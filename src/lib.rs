@@ -13,6 +13,7 @@ pub mod index;
 pub mod model;
 pub mod raster;
 pub mod search;
+pub mod serve;
 pub mod storage;
 pub mod train;
 

@@ -159,6 +159,15 @@ pub enum Command {
     /// reads their region features and ranks them by S (attention correction and filtering,
     /// both directions, plus the global term). --exhaustive scores every chip with S.
     Query(QueryArgs),
+    /// Serve a search page and a JSON/GeoJSON API over one index, warm.
+    ///
+    /// Holds the model, every chip's global vector and the part files' metadata in memory,
+    /// so a search reads only its candidates' region features. Scenes that a nightly `index`
+    /// run publishes are picked up without a restart (a search sees the index before or after
+    /// a scene, never half). Read-only. Binds 127.0.0.1 unless --addr says otherwise.
+    /// Endpoints: / (page), /api/search?q=…&k=&candidates=&bbox=&since=&until=&scene=&collection=&format=json|geojson,
+    /// /api/chips/ID/thumbnail.png, /api/info. Stops on SIGINT/SIGTERM after the requests in flight.
+    Serve(ServeArgs),
     /// Print a query's global vector for engines that run stage 1 themselves (DuckDB, Spark).
     ///
     /// `--format json` (default): {"text", "tokens", "unknown", "global": [D floats]};
@@ -407,16 +416,45 @@ pub struct QueryArgs {
     pub model: ModelArgs,
 }
 
-fn parse_instant(text: &str) -> Result<i64, String> {
-    crate::raster::timestamp::parse_time(text)
-        .ok_or_else(|| format!("'{text}' is not a date or time (use 2020-05-18 or 2020-05-18T12:00:00Z)"))
+/// `acf-index serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Index directory (from `acf-index index`).
+    #[arg(long, env = "ACF_INDEX")]
+    pub index: PathBuf,
+    /// Address to listen on. Anything but 127.0.0.1/::1 exposes the index to the network:
+    /// put an authenticating proxy in front.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// Seconds between looks for newly published scenes.
+    #[arg(long, default_value_t = 2.0, value_parser = parse_seconds)]
+    pub refresh: f64,
+    /// Largest number of results a request may ask for.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_k: u32,
+    /// Largest stage-1 candidate count a request may ask for.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_candidates: u32,
+    /// Searches run at once (more wait their turn).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrent: u32,
+    #[command(flatten)]
+    pub model: ModelArgs,
 }
 
-/// `--until`: a plain date means the whole day (up to its last microsecond).
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.05..=86_400.0).contains(&s) => Ok(s),
+        _ => Err(format!("'{text}' is not a number of seconds between 0.05 and 86400")),
+    }
+}
+
+fn parse_instant(text: &str) -> Result<i64, String> {
+    crate::raster::timestamp::parse_since(text)
+}
+
 fn parse_until(text: &str) -> Result<i64, String> {
-    let t = parse_instant(text)?;
-    let date_only = text.trim().len() == 10 && !text.contains(['T', 't', ' ']);
-    Ok(if date_only { t + 86_400_000_000 - 1 } else { t })
+    crate::raster::timestamp::parse_until(text)
 }
 
 /// Arguments of `acf-index eval`.

@@ -187,3 +187,28 @@ pub fn rerank(
     out.flush()?;
     Ok(())
 }
+
+/// Runs `serve` until SIGINT/SIGTERM.
+pub fn serve(args: super::args::ServeArgs) -> Result<()> {
+    let model = super::model_arg::load_model(&args.model)?;
+    let opts = crate::serve::ServeOptions {
+        index: args.index.clone(),
+        addr: args.addr,
+        refresh: std::time::Duration::from_secs_f64(args.refresh),
+        limits: crate::serve::Limits {
+            max_k: args.max_k as usize,
+            max_candidates: args.max_candidates as usize,
+            concurrent_searches: args.concurrent as usize,
+            ..crate::serve::Limits::default()
+        },
+    };
+    if !args.addr.ip().is_loopback() {
+        tracing::warn!("listening on {}: every host that can reach it can search this index", args.addr);
+    }
+    crate::serve::serve(model, &opts, |addr| {
+        // One line on stdout a script can wait for (the port when --addr asked for 0).
+        println!("listening on http://{addr}/");
+        let _ = std::io::stdout().flush();
+    })
+    .with_context(|| format!("cannot serve {}", args.index.display()))
+}

@@ -21,6 +21,19 @@ pub fn parse_time(text: &str) -> Option<i64> {
         .map(|dt| dt.and_utc().timestamp_micros())
 }
 
+/// A query's `since` bound: a date or RFC 3339 time, with a message naming the text.
+pub fn parse_since(text: &str) -> Result<i64, String> {
+    parse_time(text)
+        .ok_or_else(|| format!("'{text}' is not a date or time (use 2020-05-18 or 2020-05-18T12:00:00Z)"))
+}
+
+/// A query's `until` bound: a plain date means the whole day (up to its last microsecond).
+pub fn parse_until(text: &str) -> Result<i64, String> {
+    let t = parse_since(text)?;
+    let date_only = text.trim().len() == 10 && !text.contains(['T', 't', ' ']);
+    Ok(if date_only { t + 86_400_000_000 - 1 } else { t })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

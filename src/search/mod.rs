@@ -14,6 +14,7 @@ pub mod output;
 pub mod rank;
 pub mod rerank;
 pub mod scan;
+pub mod served;
 #[cfg(feature = "gdal")]
 pub mod thumbnails;
 pub mod words;

@@ -145,7 +145,7 @@ pub fn geojson(results: &[QueryResult]) -> Result<Value> {
 }
 
 #[cfg(feature = "gdal")]
-fn geometry(h: &Hit) -> Result<Value> {
+pub(crate) fn geometry(h: &Hit) -> Result<Value> {
     let Some(wkb) = &h.geometry else { return Ok(Value::Null) };
     let bad = |e: gdal::errors::GdalError| AcfError::Serialize {
         what: format!("chip {} geometry", h.chip_id),
@@ -160,7 +160,7 @@ fn geometry(h: &Hit) -> Result<Value> {
 }
 
 #[cfg(not(feature = "gdal"))]
-fn geometry(_h: &Hit) -> Result<Value> {
+pub(crate) fn geometry(_h: &Hit) -> Result<Value> {
     Err(AcfError::InvalidArgument("GeoJSON output needs GDAL (cargo feature `gdal`)".into()))
 }
 

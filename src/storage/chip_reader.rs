@@ -2,8 +2,10 @@
 //! their region features, using a Parquet row selection so that only the pages holding the
 //! selected rows are read.
 
+use std::fs::File;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::{
     Array, AsArray, BinaryArray, FixedSizeBinaryArray, FixedSizeListArray, Float32Array, Int32Array,
@@ -11,7 +13,9 @@ use arrow::array::{
 };
 use arrow::datatypes::{Float32Type, TimestampMicrosecondType};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+};
 
 use super::global_reader::bbox_at;
 use super::schema::{NodesDtype, columns};
@@ -68,7 +72,7 @@ pub fn read_features(
     rows: &[usize],
     each: impl FnMut(Vec<StoredChip>) -> Result<()>,
 ) -> Result<()> {
-    read_columns(path, Some(rows), 1024, &[columns::GLOBAL, columns::NODES], each)
+    read_columns(path, Some(rows), 1024, &FEATURE_COLUMNS, each)
 }
 
 fn read_columns(
@@ -76,48 +80,192 @@ fn read_columns(
     rows: Option<&[usize]>,
     batch: usize,
     columns: &[&str],
-    mut each: impl FnMut(Vec<StoredChip>) -> Result<()>,
+    each: impl FnMut(Vec<StoredChip>) -> Result<()>,
 ) -> Result<()> {
-    let file = std::fs::File::open(path).map_err(|e| AcfError::io(path, "cannot open part file", e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
-        file,
-        ArrowReaderOptions::new().with_page_index(true),
-    )
-    .map_err(|e| bad(path, e))?;
-    let meta = builder.metadata().clone();
-    let total = meta.file_metadata().num_rows() as usize;
-    let schema = meta.file_metadata().schema_descr();
-    let fields = schema.root_schema().get_fields();
-    let indices: Vec<usize> = columns
-        .iter()
-        .map(|name| {
-            fields.iter().position(|f| f.name() == *name).ok_or_else(|| AcfError::Index {
-                path: path.to_path_buf(),
-                reason: format!("no '{name}' column: not an acf-index part file"),
-            })
-        })
-        .collect::<Result<_>>()?;
-    let mask = ProjectionMask::roots(schema, indices);
-    let mut builder = builder.with_projection(mask).with_batch_size(batch.max(1));
-    let row_numbers: Vec<usize> = match rows {
-        Some(rows) => {
-            builder = builder
-                .with_row_selection(RowSelection::from_consecutive_ranges(ranges(rows).into_iter(), total));
-            rows.to_vec()
-        }
-        None => (0..total).collect(),
-    };
-    let reader = builder.build().map_err(|e| bad(path, e))?;
-    let mut next = 0usize;
-    for batch in reader {
-        let batch = batch
-            .map_err(|e| AcfError::Index { path: path.to_path_buf(), reason: format!("cannot read: {e}") })?;
-        let chips = decode(&batch, &row_numbers[next..next + batch.num_rows()], path)?;
-        next += batch.num_rows();
-        each(chips)?;
-    }
-    Ok(())
+    PartFile::open(path)?.read(rows, batch, columns, each)
 }
+
+/// An open part file with its footer and page index parsed once, for a reader that reads it
+/// many times (`serve`). The open handle keeps the file readable after a writer replaces or
+/// removes it, so a search that started on it finishes on the same data.
+#[derive(Clone)]
+pub struct PartFile {
+    path: PathBuf,
+    file: Arc<File>,
+    meta: ArrowReaderMetadata,
+}
+
+impl PartFile {
+    /// Opens `path` and parses its footer and page index.
+    pub fn open(path: &Path) -> Result<PartFile> {
+        let mut file = File::open(path).map_err(|e| AcfError::io(path, "cannot open part file", e))?;
+        let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new().with_page_index(true))
+            .map_err(|e| bad(path, e))?;
+        // Read position is irrelevant to the Parquet reader (it reads by offset), but keep it
+        // at the start for anyone else.
+        let _ = std::io::Seek::rewind(&mut file);
+        Ok(PartFile { path: path.to_path_buf(), file: Arc::new(file), meta })
+    }
+
+    /// The file's path (as opened).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Rows in the file.
+    pub fn num_rows(&self) -> usize {
+        self.meta.metadata().file_metadata().num_rows() as usize
+    }
+
+    /// Reads `columns` of rows `rows` (sorted, unique; `None` = all), calling `each` with
+    /// batches of at most `batch` chips. Fields of columns not read are left empty.
+    pub fn read(
+        &self,
+        rows: Option<&[usize]>,
+        batch: usize,
+        columns: &[&str],
+        mut each: impl FnMut(Vec<StoredChip>) -> Result<()>,
+    ) -> Result<()> {
+        let path = self.path.as_path();
+        let file = self.file.try_clone().map_err(|e| AcfError::io(path, "cannot open part file", e))?;
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone());
+        let total = self.num_rows();
+        let schema = self.meta.metadata().file_metadata().schema_descr();
+        let fields = schema.root_schema().get_fields();
+        let indices: Vec<usize> = columns
+            .iter()
+            .map(|name| {
+                fields.iter().position(|f| f.name() == *name).ok_or_else(|| AcfError::Index {
+                    path: path.to_path_buf(),
+                    reason: format!("no '{name}' column: not an acf-index part file"),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mask = ProjectionMask::roots(schema, indices);
+        let mut builder = builder.with_projection(mask).with_batch_size(batch.max(1));
+        let row_numbers: Vec<usize> = match rows {
+            Some(rows) => {
+                builder = builder.with_row_selection(RowSelection::from_consecutive_ranges(
+                    ranges(rows).into_iter(),
+                    total,
+                ));
+                rows.to_vec()
+            }
+            None => (0..total).collect(),
+        };
+        let reader = builder.build().map_err(|e| bad(path, e))?;
+        let mut next = 0usize;
+        for batch in reader {
+            let batch = batch.map_err(|e| AcfError::Index {
+                path: path.to_path_buf(),
+                reason: format!("cannot read: {e}"),
+            })?;
+            let end = (next + batch.num_rows()).min(row_numbers.len());
+            let chips = decode(&batch, &row_numbers[next..end], path)?;
+            next = end;
+            each(chips)?;
+        }
+        Ok(())
+    }
+}
+
+impl PartFile {
+    /// The `nodes` value of each of `rows` (sorted, unique), read straight from the file:
+    /// one positioned read per chip of its value at the end of its data page (a page of r
+    /// rows ends with their r values). This holds only for the layout `index` writes
+    /// (uncompressed PLAIN fixed-size values, no nulls), which is checked from the metadata; `None` when the file
+    /// is stored otherwise (the caller then uses [`PartFile::read`]).
+    pub fn read_nodes_direct(&self, rows: &[usize]) -> Result<Option<Vec<Vec<u8>>>> {
+        use parquet::basic::{Compression, Type as PhysicalType};
+        use std::os::unix::fs::FileExt;
+        let meta = self.meta.metadata();
+        let Some(offsets) = meta.offset_index() else { return Ok(None) };
+        let leaf = meta
+            .file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .position(|c| c.path().string() == columns::NODES);
+        let Some(leaf) = leaf else { return Ok(None) };
+        // Row groups: first row of each.
+        let mut firsts = Vec::with_capacity(meta.num_row_groups());
+        let mut at = 0usize;
+        for rg in meta.row_groups() {
+            firsts.push(at);
+            at += rg.num_rows() as usize;
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for &row in rows {
+            let g = firsts.partition_point(|&f| f <= row).saturating_sub(1);
+            let (Some(rg), Some(pages)) =
+                (meta.row_groups().get(g), offsets.get(g).and_then(|c| c.get(leaf)))
+            else {
+                return Ok(None);
+            };
+            let col = rg.column(leaf);
+            let value_len = col.column_descr().type_length();
+            let no_nulls = col.column_descr().max_def_level() == 0
+                || col.statistics().and_then(|s| s.null_count_opt()) == Some(0);
+            if col.column_type() != PhysicalType::FIXED_LEN_BYTE_ARRAY
+                || col.compression() != Compression::UNCOMPRESSED
+                || value_len <= 0
+                || !no_nulls
+            {
+                return Ok(None);
+            }
+            let in_group = (row - firsts[g]) as i64;
+            let locations = pages.page_locations();
+            let p = locations.partition_point(|l| l.first_row_index <= in_group).saturating_sub(1);
+            let Some(page) = locations.get(p) else { return Ok(None) };
+            let next_first = locations.get(p + 1).map_or(rg.num_rows(), |l| l.first_row_index);
+            // A page of r rows ends with their r values, back to back (no levels: not null,
+            // not repeated; PLAIN; uncompressed).
+            let (r, i) =
+                ((next_first - page.first_row_index) as u64, (in_group - page.first_row_index) as u64);
+            let (size, value_len) = (page.compressed_page_size as u64, value_len as u64);
+            if r == 0
+                || i >= r
+                || size <= r * value_len
+                || page.offset < 0
+                || col.column_descr().max_rep_level() != 0
+            {
+                return Ok(None);
+            }
+            let mut value = vec![0u8; value_len as usize];
+            let at = page.offset as u64 + size - (r - i) * value_len;
+            self.file
+                .read_exact_at(&mut value, at)
+                .map_err(|e| AcfError::io(&self.path, "cannot read part file", e))?;
+            out.push(value);
+        }
+        Ok(Some(out))
+    }
+
+    /// The `acf_index:dtype` of the `nodes` column.
+    pub fn nodes_dtype(&self) -> Option<NodesDtype> {
+        let schema = self.meta.schema();
+        let field = schema.field_with_name(columns::NODES).ok()?;
+        NodesDtype::from_numpy(field.metadata().get(NodesDtype::METADATA_KEY)?)
+    }
+}
+
+/// Every column but `nodes`: what a server keeps in memory for each chip.
+pub const CATALOG_COLUMNS: [&str; 11] = [
+    columns::CHIP_ID,
+    columns::SCENE,
+    columns::COL,
+    columns::ROW,
+    columns::WIDTH,
+    columns::HEIGHT,
+    columns::GEOMETRY,
+    columns::BBOX,
+    columns::VALID_FRACTION,
+    columns::ACQUIRED,
+    columns::GLOBAL,
+];
+
+/// The columns scoring needs.
+pub const FEATURE_COLUMNS: [&str; 2] = [columns::GLOBAL, columns::NODES];
 
 /// Sorted unique rows as consecutive ranges.
 fn ranges(rows: &[usize]) -> Vec<Range<usize>> {
@@ -136,7 +284,6 @@ fn decode(batch: &RecordBatch, rows: &[usize], path: &Path) -> Result<Vec<Stored
         path: path.to_path_buf(),
         reason: format!("column '{what}' has an unexpected type"),
     };
-    let col = |name: &str| batch.column_by_name(name).ok_or_else(|| wrong(name));
     // Metadata columns are absent when only features were read.
     let meta = batch.column_by_name(columns::CHIP_ID).is_some();
     let opt = |name: &str| meta.then(|| batch.column_by_name(name)).flatten();
@@ -167,33 +314,43 @@ fn decode(batch: &RecordBatch, rows: &[usize], path: &Path) -> Result<Vec<Stored
             c.as_primitive_opt::<TimestampMicrosecondType>().cloned().ok_or_else(|| wrong(columns::ACQUIRED))
         })
         .transpose()?;
-    let global = col(columns::GLOBAL)?
-        .as_any()
-        .downcast_ref::<FixedSizeListArray>()
-        .cloned()
-        .ok_or_else(|| wrong(columns::GLOBAL))?;
-    let nodes = col(columns::NODES)?
-        .as_any()
-        .downcast_ref::<FixedSizeBinaryArray>()
-        .cloned()
-        .ok_or_else(|| wrong(columns::NODES))?;
+    let global = batch
+        .column_by_name(columns::GLOBAL)
+        .map(|c| {
+            c.as_any().downcast_ref::<FixedSizeListArray>().cloned().ok_or_else(|| wrong(columns::GLOBAL))
+        })
+        .transpose()?;
+    let nodes = batch
+        .column_by_name(columns::NODES)
+        .map(|c| {
+            c.as_any().downcast_ref::<FixedSizeBinaryArray>().cloned().ok_or_else(|| wrong(columns::NODES))
+        })
+        .transpose()?;
     let schema = batch.schema();
-    let dtype = schema
-        .field_with_name(columns::NODES)
-        .ok()
-        .and_then(|f| f.metadata().get(NodesDtype::METADATA_KEY).cloned())
-        .ok_or_else(|| wrong("nodes (no acf_index:dtype)"))?;
-    let nodes_dtype = NodesDtype::from_numpy(&dtype).ok_or_else(|| wrong("nodes (acf_index:dtype)"))?;
+    let nodes_dtype = match &nodes {
+        None => NodesDtype::F32,
+        Some(_) => {
+            let dtype = schema
+                .field_with_name(columns::NODES)
+                .ok()
+                .and_then(|f| f.metadata().get(NodesDtype::METADATA_KEY).cloned())
+                .ok_or_else(|| wrong("nodes (no acf_index:dtype)"))?;
+            NodesDtype::from_numpy(&dtype).ok_or_else(|| wrong("nodes (acf_index:dtype)"))?
+        }
+    };
     let mut out = Vec::with_capacity(batch.num_rows());
     for (i, &row) in rows.iter().enumerate().take(batch.num_rows()) {
-        let g = global.value(i);
-        let g = g
-            .as_any()
-            .downcast_ref::<Float32Array>()
-            .ok_or_else(|| wrong(columns::GLOBAL))?
-            .values()
-            .to_vec();
-        let nodes_bytes = nodes.value(i).to_vec();
+        let g = match &global {
+            Some(global) => global
+                .value(i)
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .ok_or_else(|| wrong(columns::GLOBAL))?
+                .values()
+                .to_vec(),
+            None => Vec::new(),
+        };
+        let nodes_bytes = nodes.as_ref().map_or(Vec::new(), |n| n.value(i).to_vec());
         let int = |a: &Option<Int32Array>| a.as_ref().map_or(0, |a| a.value(i));
         out.push(StoredChip {
             row,

@@ -77,6 +77,7 @@ impl IndexDir {
             error: None,
             stac_item: scene.stac_item.clone(),
             stac_collection: scene.stac_collection.clone(),
+            part_rows: None,
             indexed_at: now_s(),
             seconds,
         };
@@ -104,6 +105,7 @@ impl IndexDir {
             error: Some(reason.to_string()),
             stac_item: scene.stac_item.clone(),
             stac_collection: scene.stac_collection.clone(),
+            part_rows: None,
             indexed_at: now_s(),
             seconds: 0.0,
         };

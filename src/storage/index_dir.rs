@@ -180,6 +180,10 @@ pub struct SceneRecord {
     /// sha256 of the part file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part_sha256: Option<String>,
+    /// This scene's rows of the part file (first row, count) when the part holds several
+    /// scenes (written by `compact`); absent: every row of the file is this scene's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_rows: Option<[u64; 2]>,
     /// Chips written.
     pub chips: u64,
     /// Windows not encoded because their valid fraction was under `--min-valid`.

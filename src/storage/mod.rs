@@ -22,8 +22,9 @@ mod lock;
 mod part;
 mod rows;
 mod schema;
+pub mod snapshot;
 
-pub use chip_reader::{StoredChip, read_features, read_rows};
+pub use chip_reader::{PartFile, StoredChip, read_features, read_rows};
 pub use commit::{SceneMeta, now_s};
 pub use global_reader::{GlobalReader, GlobalRow, RowGroupSummary};
 pub use index_dir::{

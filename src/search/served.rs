@@ -1,0 +1,175 @@
+//! Search over an index held in memory ([`Snapshot`]): what `acf-index serve` runs per
+//! request. Stage 1 compares the query's global vector with every chip's (in memory, no
+//! file read); stage 2 reads `global` and `nodes` of the N candidates from the part files,
+//! whose footers are already parsed, and ranks them by S exactly like `query`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use tch::Kind;
+
+use super::engine::{Hit, QueryOptions, QueryResult, rank, score_chips};
+use super::scan::{Candidate, RowRef, TopN, dot};
+use super::words::QueryReader;
+use crate::error::{AcfError, Result};
+use crate::model::model_dir::ModelDir;
+use crate::storage::StoredChip;
+use crate::storage::chip_reader::FEATURE_COLUMNS;
+use crate::storage::snapshot::{SceneSlice, Snapshot};
+
+/// Runs one query against `snap` (exhaustive search is not offered here: it reads every
+/// chip's nodes).
+pub fn search_snapshot(
+    model: &ModelDir,
+    snap: &Snapshot,
+    query: &str,
+    opts: &QueryOptions,
+) -> Result<QueryResult> {
+    let reader = QueryReader::new(&model.model.vocab);
+    let read = reader.read(query, opts.strict)?;
+    let text = read.text();
+    let (text_feats, _) = model.model.encode_captions(&[text.as_str()])?;
+    let q: Vec<f32> = Vec::<f32>::try_from(
+        text_feats.global.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]),
+    )?;
+    let mut result = QueryResult {
+        query: query.to_string(),
+        unknown_words: read.unknown.clone(),
+        tokens: read.tokens.clone(),
+        mappings: read.mappings.clone(),
+        hits: Vec::new(),
+        chips_scanned: 0,
+        scored: 0,
+        stage1_ms: 0.0,
+        stage2_ms: 0.0,
+    };
+    let f = &opts.filters;
+    let start = Instant::now();
+    let per_row = f.needs_columns();
+    let n = opts.candidates.max(opts.top_k).max(1);
+    let (top, scanned) = snap
+        .slices
+        .par_iter()
+        .enumerate()
+        .filter(|(_, s)| f.scene_ok(&s.record.path) && f.collection_ok(s.record.stac_collection.as_deref()))
+        .map(|(si, s)| {
+            let mut top = TopN::new(n);
+            let mut scanned = 0u64;
+            for row in s.rows.clone() {
+                let c = &s.part.chips[row];
+                if per_row && !(f.bbox_ok(c.bbox) && f.time_ok(c.acquired_us)) {
+                    continue;
+                }
+                scanned += 1;
+                top.push(Candidate { at: RowRef { file: si, row }, sim_g: dot(s.part.global(row), &q) });
+            }
+            (top, scanned)
+        })
+        .reduce(
+            || (TopN::new(n), 0),
+            |(mut a, sa), (b, sb)| {
+                a.merge(b);
+                (a, sa + sb)
+            },
+        );
+    result.chips_scanned = scanned;
+    result.stage1_ms = start.elapsed().as_secs_f64() * 1e3;
+
+    let start = Instant::now();
+    let candidates = top.into_sorted();
+    let mut wanted: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for c in &candidates {
+        wanted.entry(c.at.file).or_default().push(c.at.row);
+    }
+    let read: Vec<Vec<(RowRef, StoredChip)>> = wanted
+        .into_par_iter()
+        .map(|(si, mut rows)| {
+            rows.sort_unstable();
+            let slice = &snap.slices[si];
+            match read_candidates(slice, &rows) {
+                Ok(chips) => chips.into_iter().map(|c| (RowRef { file: si, row: c.row }, c)).collect(),
+                Err(e) => {
+                    // Pages damaged past the footer: that scene's candidates drop out.
+                    tracing::warn!(
+                        "{}: skipped: {e}; rerun acf-index index --verify to repair",
+                        slice.record.path
+                    );
+                    Vec::new()
+                }
+            }
+        })
+        .collect();
+    let chips: std::collections::HashMap<RowRef, StoredChip> = read.into_iter().flatten().collect();
+    let read_ms = start.elapsed().as_secs_f64() * 1e3;
+    let kept: Vec<(RowRef, &StoredChip)> =
+        candidates.iter().filter_map(|c| chips.get(&c.at).map(|s| (c.at, s))).collect();
+    let stored: Vec<&StoredChip> = kept.iter().map(|(_, s)| *s).collect();
+    let scores = score_chips(model, &stored, &text_feats)?;
+    result.scored = stored.len();
+    tracing::debug!(read_ms, score_ms = start.elapsed().as_secs_f64() * 1e3 - read_ms, "stage 2");
+    result.hits = rank(&scores, opts.top_k)
+        .into_iter()
+        .enumerate()
+        .map(|(r, i)| {
+            let at = kept[i].0;
+            let slice = &snap.slices[at.file];
+            let c = &slice.part.chips[at.row];
+            let (score, sim_g) = scores[i];
+            Hit {
+                rank: r + 1,
+                score,
+                sim_g,
+                chip_id: c.chip_id.clone(),
+                scene: slice.part.scene(at.row).to_string(),
+                window: c.window,
+                center: c.bbox.map(crate::raster::footprint::bbox_center),
+                bbox: c.bbox,
+                geometry: c.geometry.as_ref().map(|g| g.to_vec()),
+                valid_fraction: c.valid_fraction,
+                acquired_us: c.acquired_us,
+            }
+        })
+        .collect();
+    result.stage2_ms = start.elapsed().as_secs_f64() * 1e3;
+    if snap.slices.is_empty() {
+        return Err(AcfError::InvalidArgument("the index holds no chips yet".into()));
+    }
+    Ok(result)
+}
+
+/// The candidates' features: `global` from memory, `nodes` read directly (falling back to
+/// the Parquet reader for files laid out otherwise).
+fn read_candidates(slice: &SceneSlice, rows: &[usize]) -> Result<Vec<StoredChip>> {
+    let part = &slice.part;
+    let direct = match part.file.nodes_dtype() {
+        Some(dtype) => part.file.read_nodes_direct(rows)?.map(|nodes| (dtype, nodes)),
+        None => None,
+    };
+    let Some((nodes_dtype, nodes)) = direct else {
+        tracing::debug!("{}: nodes read through the Parquet reader", part.file.path().display());
+        let mut out = Vec::with_capacity(rows.len());
+        part.file.read(Some(rows), 1024, &FEATURE_COLUMNS, |batch| {
+            out.extend(batch);
+            Ok(())
+        })?;
+        return Ok(out);
+    };
+    Ok(rows
+        .iter()
+        .zip(nodes)
+        .map(|(&row, nodes)| StoredChip {
+            row,
+            chip_id: String::new(),
+            scene: String::new(),
+            window: [0; 4],
+            bbox: None,
+            geometry: None,
+            valid_fraction: 0.0,
+            acquired_us: None,
+            global: part.global(row).to_vec(),
+            nodes,
+            nodes_dtype,
+        })
+        .collect())
+}

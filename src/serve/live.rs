@@ -1,0 +1,104 @@
+//! The index a server searches: a [`Snapshot`] swapped whole when the index changes, so a
+//! search sees the index before or after a scene was published, never half of it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime};
+
+use crate::error::{AcfError, Result};
+use crate::model::model_dir::ModelDir;
+use crate::storage::snapshot::Snapshot;
+use crate::storage::{INDEX_FILE, IndexDir, PARTS_DIR, SCENES_DIR};
+
+/// What changes when a writer publishes: the scene records' and part files' directories
+/// (a rename into or out of a directory updates its mtime) and the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp(Vec<Option<SystemTime>>);
+
+impl Stamp {
+    fn of(root: &Path) -> Stamp {
+        let mtime = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        Stamp(vec![mtime(root.join(SCENES_DIR)), mtime(root.join(PARTS_DIR)), mtime(root.join(INDEX_FILE))])
+    }
+}
+
+/// The served index and how fresh it is.
+pub struct LiveIndex {
+    pub root: PathBuf,
+    index: IndexDir,
+    model_fingerprint: String,
+    dim: usize,
+    current: RwLock<Arc<Snapshot>>,
+    stamp: std::sync::Mutex<Option<Stamp>>,
+    /// When the snapshot was last rebuilt (for `/api/info`).
+    loaded_at: RwLock<SystemTime>,
+}
+
+impl LiveIndex {
+    /// Opens the index for `model` (which must be the index's) and loads it.
+    pub fn open(root: &Path, model: &ModelDir) -> Result<LiveIndex> {
+        let index = crate::search::engine::open_for(root, model)?;
+        let live = LiveIndex {
+            root: root.to_path_buf(),
+            index,
+            model_fingerprint: model.fingerprint.clone(),
+            dim: model.config().embed_dim as usize,
+            current: RwLock::new(Arc::new(Snapshot::default())),
+            stamp: std::sync::Mutex::new(None),
+            loaded_at: RwLock::new(SystemTime::now()),
+        };
+        live.refresh()?;
+        Ok(live)
+    }
+
+    /// The snapshot to search now (a search keeps it for its whole run).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.read().map_or_else(|p| p.into_inner().clone(), |s| s.clone())
+    }
+
+    /// When the current snapshot was built.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at.read().map_or_else(|p| *p.into_inner(), |t| *t)
+    }
+
+    /// Rebuilds the snapshot when the index changed since the last look; returns whether
+    /// it did. A failed rebuild keeps the old snapshot.
+    pub fn refresh(&self) -> Result<bool> {
+        let stamp = Stamp::of(&self.root);
+        let mut last =
+            self.stamp.lock().map_err(|_| AcfError::Thread("index refresh lock poisoned".into()))?;
+        if last.as_ref() == Some(&stamp) {
+            return Ok(false);
+        }
+        let (_, header) = IndexDir::open(&self.root)?;
+        if header.model_fingerprint != self.model_fingerprint {
+            return Err(AcfError::Index {
+                path: self.root.clone(),
+                reason: "the index was rebuilt with another model: restart serve with that model".into(),
+            });
+        }
+        let start = Instant::now();
+        let previous = self.snapshot();
+        let next = Snapshot::load(&self.index, self.dim, Some(&previous))?;
+        for (scene, why) in &next.damaged {
+            if !previous.damaged.iter().any(|(s, _)| s == scene) {
+                tracing::warn!("{scene}: not searched: {why}; rerun acf-index index to repair");
+            }
+        }
+        tracing::info!(
+            chips = next.chips(),
+            scenes = next.slices.len(),
+            part_files = next.part_files(),
+            memory_mib = next.memory_bytes() / (1 << 20),
+            ms = format!("{:.0}", start.elapsed().as_secs_f64() * 1e3),
+            "index loaded"
+        );
+        *self.current.write().map_err(|_| AcfError::Thread("snapshot lock poisoned".into()))? =
+            Arc::new(next);
+        if let Ok(mut t) = self.loaded_at.write() {
+            *t = SystemTime::now();
+        }
+        *last = Some(stamp);
+        Ok(true)
+    }
+}
