@@ -20,6 +20,8 @@ command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -f /usr/share/wordnet/index.noun ] || missing+=(wordnet-base)   # unknown query words (README)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)        # the search page's browser test
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if ((${#missing[@]})); then
     say "installing Debian packages: ${missing[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -244,10 +244,11 @@ fn default_fingerprint() -> String {
 }
 
 /// Classes of the mosaic, one column each, rotated by one per row (5 of each).
-const CLASSES: [&str; 6] = ["tenniscourt", "baseballdiamond", "airplane", "harbor", "forest", "beach"];
+pub(crate) const CLASSES: [&str; 6] =
+    ["tenniscourt", "baseballdiamond", "airplane", "harbor", "forest", "beach"];
 
 /// How many hits are cells of `class` in the mosaic of [`build_mosaic`].
-fn in_class(hits: &[Value], class: &str) -> usize {
+pub(crate) fn in_class(hits: &[Value], class: &str) -> usize {
     hits.iter()
         .filter(|h| {
             let w: Vec<usize> =
@@ -258,7 +259,7 @@ fn in_class(hits: &[Value], class: &str) -> usize {
 }
 
 /// Builds a 6×5 grid of 224×224 UCM test images as a GeoTIFF in EPSG:32617 (0.3 m pixels).
-fn build_mosaic(path: &Path) {
+pub(crate) fn build_mosaic(path: &Path) {
     let (cols, rows, cell) = (6usize, 5usize, 224usize);
     let (w, h) = (cols * cell, rows * cell);
     let mut planes = vec![vec![0u8; w * h]; 3];

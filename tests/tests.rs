@@ -11,5 +11,6 @@ mod cli_query;
 mod cli_rank;
 mod cli_readers;
 mod cli_s3;
+mod cli_serve;
 mod cli_stac;
 mod cli_usage;
