@@ -168,6 +168,27 @@ pub enum Command {
     /// Endpoints: / (page), /api/search?q=…&k=&candidates=&bbox=&since=&until=&scene=&collection=&format=json|geojson,
     /// /api/chips/ID/thumbnail.png, /api/info. Stops on SIGINT/SIGTERM after the requests in flight.
     Serve(ServeArgs),
+    /// Merge many small part files into fewer large ones (crash-safe).
+    ///
+    /// `index` writes one part file per scene, and every query pays a cost per file (footer,
+    /// page index, one open), so nightly indexing makes queries slower without bound. Run
+    /// `compact` after the nightly `index` run (it takes the writer lock: it refuses to run
+    /// during one, and an `index` run refuses to start during it). Readers never see a chip
+    /// twice or not at all; a killed compaction leaves a correct index.
+    Compact {
+        /// Index directory.
+        #[arg(env = "ACF_INDEX")]
+        index: PathBuf,
+        /// Size merged files grow to, in MiB (parts of half of it or more are left alone).
+        #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        target_mib: u64,
+        /// Only say what would be merged.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a query's global vector for engines that run stage 1 themselves (DuckDB, Spark).
     ///
     /// `--format json` (default): {"text", "tokens", "unknown", "global": [D floats]};

@@ -27,6 +27,9 @@ pub fn dispatch(command: Command) -> Result<i32> {
         Command::Eval(args) => super::train_cmd::eval(args).map(|_| OK),
         Command::Index(args) => super::index_cmd::index(args),
         Command::Query(args) => super::query_cmd::query(args).map(|_| OK),
+        Command::Compact { index, target_mib, dry_run, json } => {
+            super::index_cmd::compact(&index, target_mib, dry_run, json).map(|_| OK)
+        }
         Command::Serve(args) => super::query_cmd::serve(args).map(|_| OK),
         Command::Info { index, json } => super::index_cmd::info(&index, json).map(|_| OK),
         Command::Bench(BenchCommand::Query { chips, dir, candidates, warm_runs, query, model, json }) => {

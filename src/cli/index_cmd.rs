@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::args::IndexArgs;
 
@@ -162,6 +162,37 @@ pub fn info(index: &Path, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&info)?);
     } else {
         print!("{info}");
+    }
+    Ok(())
+}
+
+/// Runs `compact` and prints its report.
+pub fn compact(index: &Path, target_mib: u64, dry_run: bool, json: bool) -> Result<()> {
+    let (dir, header) = crate::storage::IndexDir::open(index)
+        .with_context(|| format!("cannot compact {}", index.display()))?;
+    let config: crate::model::Config = serde_json::from_value(header.model_config.clone())
+        .with_context(|| format!("{}: the model config in index.json cannot be read", index.display()))?;
+    let schema = crate::storage::ChipSchema {
+        embed_dim: config.embed_dim as usize,
+        regions: config.image.region_grid.pow(2) as usize,
+        nodes_dtype: header.nodes_dtype,
+    };
+    let opts = crate::storage::compact::CompactOptions { target_bytes: target_mib << 20, dry_run };
+    let report = dir.compact(schema, &opts).with_context(|| format!("cannot compact {}", index.display()))?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{}{} part files → {} ({} scenes moved into {} merged files, {:.1} MiB written, {} unreferenced files removed) in {:.1} s",
+            if dry_run { "would merge: " } else { "" },
+            report.part_files_before,
+            report.part_files_after,
+            report.scenes_moved,
+            report.files_written,
+            report.bytes_written as f64 / 1048576.0,
+            report.unreferenced_removed,
+            report.seconds
+        );
     }
     Ok(())
 }

@@ -56,6 +56,7 @@ pub fn index_info(root: &Path) -> Result<IndexInfo> {
         damaged: Vec::new(),
         missing_sources: Vec::new(),
     };
+    let mut seen_parts = std::collections::BTreeSet::new();
     for record in index.records()?.into_values() {
         match record.status {
             SceneStatus::Ok if let Some(reason) = index.part_problem(&record) => {
@@ -70,7 +71,9 @@ pub fn index_info(root: &Path) -> Result<IndexInfo> {
                 info.chips_low_valid += record.chips_low_valid;
                 *info.crs.entry(record.crs.clone().unwrap_or_else(|| "none".into())).or_default() +=
                     record.chips;
+                // A merged part (`compact`) holds several scenes: count it once.
                 if let Some(part) = &record.part
+                    && seen_parts.insert(part.clone())
                     && let Ok(meta) = std::fs::metadata(index.root.join(part))
                 {
                     info.part_files += 1;

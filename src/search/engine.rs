@@ -114,13 +114,16 @@ pub fn search(
             ),
         });
     }
-    let files: Vec<PathBuf> = live
+    let (files, ranges): (Vec<PathBuf>, Vec<Option<Vec<std::ops::Range<usize>>>>) =
+        crate::storage::part_files(
+            live.iter()
+                .filter(|(_, r)| {
+                    opts.filters.scene_ok(&r.path) && opts.filters.collection_ok(r.stac_collection.as_deref())
+                })
+                .map(|(p, r)| (p, r)),
+        )
         .into_iter()
-        .filter(|(_, r)| {
-            opts.filters.scene_ok(&r.path) && opts.filters.collection_ok(r.stac_collection.as_deref())
-        })
-        .map(|(p, _)| p)
-        .collect();
+        .unzip();
     let reader = QueryReader::new(&model.model.vocab);
     let reads: Vec<ReadQuery> = queries.iter().map(|q| reader.read(q, opts.strict)).collect::<Result<_>>()?;
     let texts: Vec<String> = reads.iter().map(ReadQuery::text).collect();
@@ -150,7 +153,7 @@ pub fn search(
         .collect();
     if opts.exhaustive {
         let start = Instant::now();
-        let ranked = exhaustive(model, &file_refs, &text_feats, &opts.filters, opts.top_k)?;
+        let ranked = exhaustive(model, &file_refs, &ranges, &text_feats, &opts.filters, opts.top_k)?;
         let ms = start.elapsed().as_secs_f64() * 1e3;
         for (r, (hits, scored)) in results.iter_mut().zip(ranked) {
             r.hits = hits;
@@ -162,7 +165,8 @@ pub fn search(
     }
 
     let start = Instant::now();
-    let (tops, stats) = scan(&file_refs, &query_globals, dim, &opts.filters, opts.candidates.max(1))?;
+    let (tops, stats) =
+        scan(&file_refs, &ranges, &query_globals, dim, &opts.filters, opts.candidates.max(1))?;
     let stage1_ms = start.elapsed().as_secs_f64() * 1e3;
     let start = Instant::now();
     let candidates: Vec<Vec<Candidate>> = tops.into_iter().map(TopN::into_sorted).collect();
@@ -359,6 +363,7 @@ type Scored = (StoredChip, (f32, f32), RowRef);
 fn exhaustive(
     model: &ModelDir,
     files: &[&Path],
+    ranges: &[Option<Vec<std::ops::Range<usize>>>],
     texts: &TextFeatures,
     filters: &Filters,
     k: usize,
@@ -371,7 +376,11 @@ fn exhaustive(
         read_rows(path, None, 256, |batch| {
             let batch: Vec<StoredChip> = batch
                 .into_iter()
-                .filter(|c| filters.bbox_ok(c.bbox) && filters.time_ok(c.acquired_us))
+                .filter(|c| {
+                    crate::storage::row_wanted(ranges[fi].as_deref(), c.row)
+                        && filters.bbox_ok(c.bbox)
+                        && filters.time_ok(c.acquired_us)
+                })
                 .collect();
             if batch.is_empty() {
                 return Ok(());

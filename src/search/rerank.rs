@@ -27,8 +27,14 @@ pub fn rerank(
     let (text_feats, _) = model.model.encode_captions(&[read.text().as_str()])?;
     // chip_id = <scene_id>_<col>_<row>: the scene's record names its part file.
     let live = index.live_parts()?;
-    let parts: BTreeMap<String, PathBuf> = live.parts.into_iter().map(|(p, r)| (r.scene_id, p)).collect();
-    let mut wanted: BTreeMap<&PathBuf, HashSet<&str>> = BTreeMap::new();
+    // A part written by `compact` holds several scenes: only this scene's rows are its.
+    type Rows = Option<(usize, usize)>;
+    let parts: BTreeMap<String, (PathBuf, Rows)> = live
+        .parts
+        .into_iter()
+        .map(|(p, r)| (r.scene_id.clone(), (p, r.rows_in_part().map(|r| (r.start, r.end)))))
+        .collect();
+    let mut wanted: BTreeMap<&(PathBuf, Rows), HashSet<&str>> = BTreeMap::new();
     let mut missing = Vec::new();
     for id in chip_ids {
         let scene = id.split('_').next().unwrap_or_default();
@@ -41,8 +47,9 @@ pub fn rerank(
     }
     let start = Instant::now();
     let mut chips: Vec<StoredChip> = Vec::new();
-    for (part, ids) in &wanted {
-        read_rows(part, None, 1024, |batch| {
+    for ((part, range), ids) in &wanted {
+        let rows: Option<Vec<usize>> = range.map(|(a, b)| (a..b).collect());
+        read_rows(part, rows.as_deref(), 1024, |batch| {
             chips.extend(batch.into_iter().filter(|c| ids.contains(c.chip_id.as_str())));
             Ok(())
         })?;

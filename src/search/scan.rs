@@ -4,6 +4,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::ops::Range;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -127,13 +128,19 @@ fn offer(tops: &mut [TopN], queries: &[f32], global: &[f32], at: RowRef) {
 /// and returns the best `n` chips per query.
 pub fn scan(
     files: &[&Path],
+    ranges: &[Option<Vec<Range<usize>>>],
     queries: &[f32],
     dim: usize,
     filters: &Filters,
     n: usize,
 ) -> Result<(Vec<TopN>, ScanStats)> {
-    let per_file: Vec<Result<(Vec<TopN>, ScanStats)>> =
-        files.par_iter().enumerate().map(|(i, path)| scan_file(i, path, queries, dim, filters, n)).collect();
+    let per_file: Vec<Result<(Vec<TopN>, ScanStats)>> = files
+        .par_iter()
+        .enumerate()
+        .map(|(i, path)| {
+            scan_file(i, path, ranges.get(i).and_then(Option::as_deref), queries, dim, filters, n)
+        })
+        .collect();
     let mut tops = empty_tops(queries, dim, n);
     let mut stats = ScanStats::default();
     let mut first_error = None;
@@ -164,6 +171,7 @@ pub fn scan(
 fn scan_file(
     file_index: usize,
     path: &Path,
+    rows: Option<&[Range<usize>]>,
     queries: &[f32],
     dim: usize,
     filters: &Filters,
@@ -173,12 +181,19 @@ fn scan_file(
     let mut stats = ScanStats::default();
     let reader = GlobalReader::open(path)?;
     let (groups, skipped): (Vec<RowGroupSummary>, Vec<RowGroupSummary>) =
-        reader.row_groups().into_iter().partition(|g| row_group_may_match(g, filters));
+        reader.row_groups().into_iter().partition(|g| {
+            row_group_may_match(g, filters)
+                && rows
+                    .is_none_or(|rs| rs.iter().any(|r| r.start < g.first_row + g.rows && g.first_row < r.end))
+        });
     stats.row_groups_read = groups.len();
     stats.row_groups_skipped = skipped.len();
     let filtered = filters.needs_columns();
     reader.for_each(&groups, dim, filtered, |chip| {
         if filtered && !(filters.bbox_ok(chip.bbox) && filters.time_ok(chip.acquired_us)) {
+            return;
+        }
+        if !crate::storage::row_wanted(rows, chip.row) {
             return;
         }
         stats.chips_scanned += 1;

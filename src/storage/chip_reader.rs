@@ -241,6 +241,56 @@ impl PartFile {
         Ok(Some(out))
     }
 
+    /// Every column of rows `rows` (all when `None`) as Arrow batches, for copying rows into
+    /// another part file (`compact`).
+    pub fn read_batches(
+        &self,
+        rows: Option<Range<usize>>,
+        mut each: impl FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let path = self.path.as_path();
+        let file = self.file.try_clone().map_err(|e| AcfError::io(path, "cannot open part file", e))?;
+        let total = self.num_rows();
+        let mut builder =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone()).with_batch_size(256);
+        if let Some(r) = rows {
+            builder = builder.with_row_selection(RowSelection::from_consecutive_ranges(
+                std::iter::once(r.start.min(total)..r.end.min(total)),
+                total,
+            ));
+        }
+        for batch in builder.build().map_err(|e| bad(path, e))? {
+            each(batch.map_err(|e| AcfError::Index {
+                path: path.to_path_buf(),
+                reason: format!("cannot read: {e}"),
+            })?)?;
+        }
+        Ok(())
+    }
+
+    /// The file's `acf_index` metadata (model, config, tool version: JSON).
+    pub fn acf_metadata(&self) -> Option<String> {
+        self.key_value("acf_index")
+    }
+
+    /// The file's GeoParquet bbox, when it has one.
+    pub fn geo_bbox(&self) -> Option<[f64; 4]> {
+        let geo: serde_json::Value = serde_json::from_str(&self.key_value("geo")?).ok()?;
+        let b = geo["columns"]["geometry"]["bbox"].as_array()?;
+        Some([b.first()?.as_f64()?, b.get(1)?.as_f64()?, b.get(2)?.as_f64()?, b.get(3)?.as_f64()?])
+    }
+
+    fn key_value(&self, key: &str) -> Option<String> {
+        self.meta
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()?
+            .iter()
+            .find(|k| k.key == key)?
+            .value
+            .clone()
+    }
+
     /// The `acf_index:dtype` of the `nodes` column.
     pub fn nodes_dtype(&self) -> Option<NodesDtype> {
         let schema = self.meta.schema();

@@ -210,6 +210,49 @@ pub struct LiveParts {
     pub damaged: Vec<(SceneRecord, String)>,
 }
 
+impl SceneRecord {
+    /// This scene's rows of its part file: `None` when the whole file is the scene's.
+    pub fn rows_in_part(&self) -> Option<std::ops::Range<usize>> {
+        self.part_rows.map(|[first, count]| first as usize..(first + count) as usize)
+    }
+}
+
+/// Part files of a set of scene records, each once, with the rows to read (`None`: all):
+/// a part written by `compact` holds several scenes, and possibly rows no record names any
+/// more (a scene indexed again since), which readers must not see.
+pub fn part_files<'a>(
+    parts: impl IntoIterator<Item = (&'a PathBuf, &'a SceneRecord)>,
+) -> Vec<(PathBuf, Option<Vec<std::ops::Range<usize>>>)> {
+    let mut files: BTreeMap<PathBuf, Option<Vec<std::ops::Range<usize>>>> = BTreeMap::new();
+    for (path, record) in parts {
+        let entry = files.entry(path.clone()).or_insert_with(|| Some(Vec::new()));
+        match (entry.as_mut(), record.rows_in_part()) {
+            (Some(ranges), Some(r)) => ranges.push(r),
+            _ => *entry = None,
+        }
+    }
+    files
+        .into_iter()
+        .map(|(p, r)| {
+            (
+                p,
+                r.map(|mut v| {
+                    v.sort_by_key(|r| r.start);
+                    v
+                }),
+            )
+        })
+        .collect()
+}
+
+/// Whether `row` is in one of `ranges` (sorted by start; `None` = every row).
+pub fn row_wanted(ranges: Option<&[std::ops::Range<usize>]>, row: usize) -> bool {
+    ranges.is_none_or(|rs| {
+        let i = rs.partition_point(|r| r.start <= row);
+        i > 0 && rs[i - 1].contains(&row)
+    })
+}
+
 /// A scene's stable id: the first 16 hex digits of sha256 of its path.
 pub fn scene_id(path: &str) -> String {
     sha256_hex(path.as_bytes())[..16].to_string()

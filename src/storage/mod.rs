@@ -15,6 +15,7 @@
 
 pub mod chip_reader;
 mod commit;
+pub mod compact;
 mod global_column;
 mod global_reader;
 mod index_dir;
@@ -29,7 +30,7 @@ pub use commit::{SceneMeta, now_s};
 pub use global_reader::{GlobalReader, GlobalRow, RowGroupSummary};
 pub use index_dir::{
     ChipOptions, INDEX_FILE, IndexDir, IndexHeader, LiveParts, PARTS_DIR, SCENES_DIR, SceneFingerprint,
-    SceneRecord, SceneStatus, scene_id,
+    SceneRecord, SceneStatus, part_files, row_wanted, scene_id,
 };
 pub use lock::WriterLock;
 pub use part::{PartWriter, PublishedPart};

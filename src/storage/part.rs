@@ -154,6 +154,19 @@ impl PartWriter {
         Ok(())
     }
 
+    /// Appends whole Arrow batches of another part file of the same schema (`compact`).
+    pub fn push_batch(&mut self, batch: &arrow::array::RecordBatch) -> Result<()> {
+        self.flush()?;
+        let batch = arrow::array::RecordBatch::try_new(self.arrow_schema.clone(), batch.columns().to_vec())
+            .map_err(|e| AcfError::Index {
+            path: self.tmp_path.clone(),
+            reason: format!("rows of another schema cannot be copied in: {e}"),
+        })?;
+        self.rows += batch.num_rows();
+        let writer = self.writer.as_mut().ok_or_else(|| closed(&self.tmp_path))?;
+        writer.write(&batch).map_err(|e| parquet_error(&self.tmp_path, e))
+    }
+
     fn flush(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
