@@ -12,11 +12,11 @@ use serde_json::Value;
 use crate::util::{BIN, Dir, geotiff, parse_json, read_index_externally};
 
 /// Exit status of a process stopped at a crash point (`src/faults.rs`).
-const CRASH_EXIT: i32 = 99;
+pub(crate) const CRASH_EXIT: i32 = 99;
 const QUERY: &str = "buildings and green trees";
 
 /// Three small real scenes copied under `dir/src` as a.tif, b.tif, c.tif.
-fn scenes(dir: &Dir) -> Vec<PathBuf> {
+pub(crate) fn scenes(dir: &Dir) -> Vec<PathBuf> {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     [("a.tif", "cogeo.tif"), ("b.tif", "naip-4band-150x200.tif"), ("c.tif", "l8-uint16-300x260.tif")]
@@ -29,7 +29,7 @@ fn scenes(dir: &Dir) -> Vec<PathBuf> {
         .collect()
 }
 
-fn index_cmd(dir: &Dir, out: &Path, scenes: &[PathBuf]) -> Command {
+pub(crate) fn index_cmd(dir: &Dir, out: &Path, scenes: &[PathBuf]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(["index", "--device", "cpu", "--readers", "1", "--batch", "4", "--out"])
         .arg(out)
@@ -41,13 +41,13 @@ fn index_cmd(dir: &Dir, out: &Path, scenes: &[PathBuf]) -> Command {
     cmd
 }
 
-fn run(mut cmd: Command) -> (i32, String) {
+pub(crate) fn run(mut cmd: Command) -> (i32, String) {
     let out = cmd.output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Every chip a query sees (exhaustive, JSON), as (scene, chip_id).
-fn query_all(dir: &Dir, index: &Path) -> (i32, Vec<(String, String)>, String) {
+pub(crate) fn query_all(dir: &Dir, index: &Path) -> (i32, Vec<(String, String)>, String) {
     let out = Command::new(BIN)
         .args([
             "query",
@@ -119,7 +119,7 @@ fn wait_for_first_part(out: &Path) {
 }
 
 /// Sets a file's modification time a minute later: the scene counts as changed.
-fn touch_later(path: &Path) {
+pub(crate) fn touch_later(path: &Path) {
     let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     let now = std::fs::metadata(path).unwrap().modified().unwrap();
     file.set_modified(now + Duration::from_secs(60)).unwrap();

@@ -15,13 +15,13 @@ use crate::cli_query::{build_mosaic, in_class};
 use crate::util::{BIN, Dir, parse_json};
 
 /// A running `acf-index serve`, stopped with SIGTERM when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Server {
-    fn start(dir: &Dir, index: &Path, extra: &[&str]) -> Server {
+    pub(crate) fn start(dir: &Dir, index: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(BIN)
             .current_dir(dir.path())
             .args(["serve", "--device", "cpu", "--addr", "127.0.0.1:0", "--refresh", "0.2", "--index"])
@@ -57,7 +57,7 @@ impl Server {
         (status, kind, body)
     }
 
-    fn json(&self, path_and_query: &str) -> (u16, Value) {
+    pub(crate) fn json(&self, path_and_query: &str) -> (u16, Value) {
         let (status, _, body) = self.get(path_and_query);
         (status, parse_json(&String::from_utf8_lossy(&body)))
     }

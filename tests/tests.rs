@@ -3,6 +3,7 @@
 
 mod util;
 
+mod cli_compact;
 mod cli_doctor;
 mod cli_faults;
 mod cli_index;
