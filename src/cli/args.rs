@@ -580,6 +580,10 @@ pub enum BenchCommand {
         /// Print JSON lines.
         #[arg(long)]
         json: bool,
+        /// Also time stage 1 as `serve` runs it over this many synthetic vectors held only in
+        /// memory (e.g. 1000000: sizes whose part files would not fit the disk).
+        #[arg(long)]
+        stage1_chips: Option<usize>,
     },
     /// End-to-end `index` chips/s and peak RSS on one scene, next to the encoder alone on
     /// chips of that scene (same model, float32, batch). Run once per scene: peak RSS is the

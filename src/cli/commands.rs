@@ -32,9 +32,36 @@ pub fn dispatch(command: Command) -> Result<i32> {
         }
         Command::Serve(args) => super::query_cmd::serve(args).map(|_| OK),
         Command::Info { index, json } => super::index_cmd::info(&index, json).map(|_| OK),
-        Command::Bench(BenchCommand::Query { chips, dir, candidates, warm_runs, query, model, json }) => {
-            super::query_cmd::bench_query(&chips, &dir, candidates, warm_runs, &query, &model, json)
-                .map(|_| OK)
+        Command::Bench(BenchCommand::Query {
+            chips,
+            dir,
+            candidates,
+            warm_runs,
+            query,
+            model,
+            json,
+            stage1_chips,
+        }) => {
+            super::query_cmd::bench_query(&chips, &dir, candidates, warm_runs, &query, &model, json)?;
+            if let Some(n) = stage1_chips {
+                let ms = crate::search::bench::bench_stage1_in_memory(
+                    n,
+                    512,
+                    candidates as usize,
+                    warm_runs as usize,
+                );
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"mode": "served-stage1-in-memory", "chips": n, "synthetic": true, "stage1_ms": ms})
+                    );
+                } else {
+                    println!(
+                        "stage 1 as served, {n} synthetic in-memory vectors (512 floats): {ms:.1} ms (median)"
+                    );
+                }
+            }
+            Ok(OK)
         }
         Command::Bench(BenchCommand::Index { scene, model, batch, readers, min_seconds, json }) => {
             super::index_cmd::bench_index(&scene, &model, batch, readers, min_seconds, json).map(|_| OK)

@@ -122,8 +122,16 @@ pub fn bench_query(
     let model = super::model_arg::load_model(model)?;
     if !json {
         println!(
-            "{:>8}  {:>10}  {:>5}  {:>10}  {:>10}  {:>10}  {:>9}",
-            "chips", "candidates", "cache", "stage1 ms", "stage2 ms", "total ms", "peak RSS"
+            "{:>6}  {:>8}  {:>10}  {:>5}  {:>10}  {:>10}  {:>10}  {:>8}  {:>9}",
+            "mode",
+            "chips",
+            "candidates",
+            "cache",
+            "stage1 ms",
+            "stage2 ms",
+            "total ms",
+            "p99 ms",
+            "peak RSS"
         );
     }
     for &n in chips {
@@ -140,13 +148,15 @@ pub fn bench_query(
                 println!("{}", serde_json::to_string(&row)?);
             } else {
                 println!(
-                    "{:>8}  {:>10}  {:>5}  {:>10.1}  {:>10.1}  {:>10.1}  {:>9}",
+                    "{:>6}  {:>8}  {:>10}  {:>5}  {:>10.1}  {:>10.1}  {:>10.1}  {:>8}  {:>9}",
+                    row.mode,
                     row.chips,
                     row.candidates,
                     row.cache,
                     row.stage1_ms,
                     row.stage2_ms,
                     row.total_ms,
+                    row.p99_ms.map_or("-".into(), |p| format!("{p:.1}")),
                     row.peak_rss_mib.map_or("-".into(), |m| format!("{m:.0} MiB"))
                 );
             }

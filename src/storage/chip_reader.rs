@@ -70,9 +70,28 @@ pub fn read_rows(
 pub fn read_features(
     path: &Path,
     rows: &[usize],
-    each: impl FnMut(Vec<StoredChip>) -> Result<()>,
+    mut each: impl FnMut(Vec<StoredChip>) -> Result<()>,
 ) -> Result<()> {
-    read_columns(path, Some(rows), 1024, &FEATURE_COLUMNS, each)
+    let part = PartFile::open(path)?;
+    // `nodes` straight from their pages (see `PartFile::read_nodes_direct`), `global` by
+    // the Arrow reader; files laid out otherwise go through the Arrow reader entirely.
+    if let Some(dtype) = part.nodes_dtype()
+        && let Some(nodes) = part.read_nodes_direct(rows)?
+    {
+        let mut chips = Vec::with_capacity(rows.len());
+        part.read(Some(rows), 1024, &[columns::GLOBAL], |batch| {
+            chips.extend(batch);
+            Ok(())
+        })?;
+        if chips.len() == nodes.len() {
+            for (c, n) in chips.iter_mut().zip(nodes) {
+                c.nodes = n;
+                c.nodes_dtype = dtype;
+            }
+            return each(chips);
+        }
+    }
+    part.read(Some(rows), 1024, &FEATURE_COLUMNS, each)
 }
 
 fn read_columns(
