@@ -44,12 +44,7 @@ pub fn dispatch(command: Command) -> Result<i32> {
         }) => {
             super::query_cmd::bench_query(&chips, &dir, candidates, warm_runs, &query, &model, json)?;
             if let Some(n) = stage1_chips {
-                let ms = crate::search::bench::bench_stage1_in_memory(
-                    n,
-                    512,
-                    candidates as usize,
-                    warm_runs as usize,
-                );
+                let ms = crate::search::bench::bench_stage1_in_memory(n, 512, candidates, warm_runs);
                 if json {
                     println!(
                         "{}",

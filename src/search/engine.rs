@@ -114,16 +114,15 @@ pub fn search(
             ),
         });
     }
-    let (files, ranges): (Vec<PathBuf>, Vec<Option<Vec<std::ops::Range<usize>>>>) =
-        crate::storage::part_files(
-            live.iter()
-                .filter(|(_, r)| {
-                    opts.filters.scene_ok(&r.path) && opts.filters.collection_ok(r.stac_collection.as_deref())
-                })
-                .map(|(p, r)| (p, r)),
-        )
-        .into_iter()
-        .unzip();
+    let (files, ranges): (Vec<PathBuf>, Vec<crate::storage::PartRows>) = crate::storage::part_files(
+        live.iter()
+            .filter(|(_, r)| {
+                opts.filters.scene_ok(&r.path) && opts.filters.collection_ok(r.stac_collection.as_deref())
+            })
+            .map(|(p, r)| (p, r)),
+    )
+    .into_iter()
+    .unzip();
     let reader = QueryReader::new(&model.model.vocab);
     let reads: Vec<ReadQuery> = queries.iter().map(|q| reader.read(q, opts.strict)).collect::<Result<_>>()?;
     let texts: Vec<String> = reads.iter().map(ReadQuery::text).collect();
@@ -363,7 +362,7 @@ type Scored = (StoredChip, (f32, f32), RowRef);
 fn exhaustive(
     model: &ModelDir,
     files: &[&Path],
-    ranges: &[Option<Vec<std::ops::Range<usize>>>],
+    ranges: &[crate::storage::PartRows],
     texts: &TextFeatures,
     filters: &Filters,
     k: usize,

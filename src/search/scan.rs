@@ -128,7 +128,7 @@ fn offer(tops: &mut [TopN], queries: &[f32], global: &[f32], at: RowRef) {
 /// and returns the best `n` chips per query.
 pub fn scan(
     files: &[&Path],
-    ranges: &[Option<Vec<Range<usize>>>],
+    ranges: &[crate::storage::PartRows],
     queries: &[f32],
     dim: usize,
     filters: &Filters,

@@ -217,13 +217,16 @@ impl SceneRecord {
     }
 }
 
+/// Rows of a part file a reader may read (`None`: all), sorted by start.
+pub type PartRows = Option<Vec<std::ops::Range<usize>>>;
+
 /// Part files of a set of scene records, each once, with the rows to read (`None`: all):
 /// a part written by `compact` holds several scenes, and possibly rows no record names any
 /// more (a scene indexed again since), which readers must not see.
 pub fn part_files<'a>(
     parts: impl IntoIterator<Item = (&'a PathBuf, &'a SceneRecord)>,
-) -> Vec<(PathBuf, Option<Vec<std::ops::Range<usize>>>)> {
-    let mut files: BTreeMap<PathBuf, Option<Vec<std::ops::Range<usize>>>> = BTreeMap::new();
+) -> Vec<(PathBuf, PartRows)> {
+    let mut files: BTreeMap<PathBuf, PartRows> = BTreeMap::new();
     for (path, record) in parts {
         let entry = files.entry(path.clone()).or_insert_with(|| Some(Vec::new()));
         match (entry.as_mut(), record.rows_in_part()) {

@@ -29,8 +29,8 @@ pub use chip_reader::{PartFile, StoredChip, read_features, read_rows};
 pub use commit::{SceneMeta, now_s};
 pub use global_reader::{GlobalReader, GlobalRow, RowGroupSummary};
 pub use index_dir::{
-    ChipOptions, INDEX_FILE, IndexDir, IndexHeader, LiveParts, PARTS_DIR, SCENES_DIR, SceneFingerprint,
-    SceneRecord, SceneStatus, part_files, row_wanted, scene_id,
+    ChipOptions, INDEX_FILE, IndexDir, IndexHeader, LiveParts, PARTS_DIR, PartRows, SCENES_DIR,
+    SceneFingerprint, SceneRecord, SceneStatus, part_files, row_wanted, scene_id,
 };
 pub use lock::WriterLock;
 pub use part::{PartWriter, PublishedPart};
