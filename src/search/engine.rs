@@ -72,6 +72,23 @@ pub struct QueryResult {
     pub stage2_ms: f64,
 }
 
+impl QueryResult {
+    /// A result with no hits yet for `query`, read as `read`.
+    pub fn new(query: &str, read: &ReadQuery) -> QueryResult {
+        QueryResult {
+            query: query.to_string(),
+            unknown_words: read.unknown.clone(),
+            tokens: read.tokens.clone(),
+            mappings: read.mappings.clone(),
+            hits: Vec::new(),
+            chips_scanned: 0,
+            scored: 0,
+            stage1_ms: 0.0,
+            stage2_ms: 0.0,
+        }
+    }
+}
+
 /// Opens the index at `root` for searching with `model`, which must be the index's.
 pub(crate) fn open_for(root: &Path, model: &ModelDir) -> Result<IndexDir> {
     let (index, header) = IndexDir::open(root)?;
@@ -135,21 +152,8 @@ pub fn search(
     let file_refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let _guard = tch::no_grad_guard();
 
-    let mut results: Vec<QueryResult> = queries
-        .iter()
-        .zip(&reads)
-        .map(|(q, r)| QueryResult {
-            query: q.clone(),
-            unknown_words: r.unknown.clone(),
-            tokens: r.tokens.clone(),
-            mappings: r.mappings.clone(),
-            hits: Vec::new(),
-            chips_scanned: 0,
-            scored: 0,
-            stage1_ms: 0.0,
-            stage2_ms: 0.0,
-        })
-        .collect();
+    let mut results: Vec<QueryResult> =
+        queries.iter().zip(&reads).map(|(q, r)| QueryResult::new(q, r)).collect();
     if opts.exhaustive {
         let start = Instant::now();
         let ranked = exhaustive(model, &file_refs, &ranges, &text_feats, &opts.filters, opts.top_k)?;

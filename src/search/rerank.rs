@@ -75,14 +75,9 @@ pub fn rerank(
     let hits =
         rank(&scores, top_k).into_iter().enumerate().map(|(r, i)| hit(r + 1, refs[i], scores[i])).collect();
     Ok(QueryResult {
-        query: text.to_string(),
-        unknown_words: read.unknown,
-        tokens: read.tokens,
-        mappings: read.mappings,
         hits,
-        chips_scanned: 0,
         scored: chips.len(),
-        stage1_ms: 0.0,
         stage2_ms: start.elapsed().as_secs_f64() * 1e3,
+        ..QueryResult::new(text, &read)
     })
 }

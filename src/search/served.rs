@@ -15,7 +15,6 @@ use super::words::QueryReader;
 use crate::error::{AcfError, Result};
 use crate::model::model_dir::ModelDir;
 use crate::storage::StoredChip;
-use crate::storage::chip_reader::FEATURE_COLUMNS;
 use crate::storage::snapshot::{SceneSlice, Snapshot};
 
 /// Runs one query against `snap` (exhaustive search is not offered here: it reads every
@@ -33,17 +32,7 @@ pub fn search_snapshot(
     let q: Vec<f32> = Vec::<f32>::try_from(
         text_feats.global.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]),
     )?;
-    let mut result = QueryResult {
-        query: query.to_string(),
-        unknown_words: read.unknown.clone(),
-        tokens: read.tokens.clone(),
-        mappings: read.mappings.clone(),
-        hits: Vec::new(),
-        chips_scanned: 0,
-        scored: 0,
-        stage1_ms: 0.0,
-        stage2_ms: 0.0,
-    };
+    let mut result = QueryResult::new(query, &read);
     let f = &opts.filters;
     let start = Instant::now();
     let per_row = f.needs_columns();
@@ -138,38 +127,10 @@ pub fn search_snapshot(
     Ok(result)
 }
 
-/// The candidates' features: `global` from memory, `nodes` read directly (falling back to
-/// the Parquet reader for files laid out otherwise).
+/// The candidates' features, their `global` from memory (see [`PartFile::read_features`]).
+///
+/// [`PartFile::read_features`]: crate::storage::PartFile::read_features
 fn read_candidates(slice: &SceneSlice, rows: &[usize]) -> Result<Vec<StoredChip>> {
     let part = &slice.part;
-    let direct = match part.file.nodes_dtype() {
-        Some(dtype) => part.file.read_nodes_direct(rows)?.map(|nodes| (dtype, nodes)),
-        None => None,
-    };
-    let Some((nodes_dtype, nodes)) = direct else {
-        tracing::debug!("{}: nodes read through the Parquet reader", part.file.path().display());
-        let mut out = Vec::with_capacity(rows.len());
-        part.file.read(Some(rows), 1024, &FEATURE_COLUMNS, |batch| {
-            out.extend(batch);
-            Ok(())
-        })?;
-        return Ok(out);
-    };
-    Ok(rows
-        .iter()
-        .zip(nodes)
-        .map(|(&row, nodes)| StoredChip {
-            row,
-            chip_id: String::new(),
-            scene: String::new(),
-            window: [0; 4],
-            bbox: None,
-            geometry: None,
-            valid_fraction: 0.0,
-            acquired_us: None,
-            global: part.global(row).to_vec(),
-            nodes,
-            nodes_dtype,
-        })
-        .collect())
+    part.file.read_features(rows, Some(&|row| part.global(row).to_vec()))
 }

@@ -184,20 +184,15 @@ pub fn options(p: &SearchParams, limits: &Limits) -> Result<(String, QueryOption
         .map(crate::search::filters::parse_bbox)
         .transpose()
         .map_err(|e| ApiError::bad(format!("bbox: {e}")))?;
-    let since = p
-        .since
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(crate::raster::timestamp::parse_since)
-        .transpose()
-        .map_err(|e| ApiError::bad(format!("since: {e}")))?;
-    let until = p
-        .until
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(crate::raster::timestamp::parse_until)
-        .transpose()
-        .map_err(|e| ApiError::bad(format!("until: {e}")))?;
+    let time = |name: &str, v: &Option<String>, parse: fn(&str) -> Result<i64, String>| {
+        v.as_deref()
+            .filter(|s| !s.is_empty())
+            .map(parse)
+            .transpose()
+            .map_err(|e| ApiError::bad(format!("{name}: {e}")))
+    };
+    let since = time("since", &p.since, crate::raster::timestamp::parse_since)?;
+    let until = time("until", &p.until, crate::raster::timestamp::parse_until)?;
     if let (Some(s), Some(u)) = (since, until)
         && s > u
     {

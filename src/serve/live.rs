@@ -70,7 +70,10 @@ impl LiveIndex {
         if last.as_ref() == Some(&stamp) {
             return Ok(false);
         }
-        let (_, header) = IndexDir::open(&self.root)?;
+        let header = self.index.header()?.ok_or_else(|| AcfError::Index {
+            path: self.root.clone(),
+            reason: "index.json is gone: not an index any more".into(),
+        })?;
         if header.model_fingerprint != self.model_fingerprint {
             return Err(AcfError::Index {
                 path: self.root.clone(),

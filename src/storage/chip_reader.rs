@@ -72,26 +72,7 @@ pub fn read_features(
     rows: &[usize],
     mut each: impl FnMut(Vec<StoredChip>) -> Result<()>,
 ) -> Result<()> {
-    let part = PartFile::open(path)?;
-    // `nodes` straight from their pages (see `PartFile::read_nodes_direct`), `global` by
-    // the Arrow reader; files laid out otherwise go through the Arrow reader entirely.
-    if let Some(dtype) = part.nodes_dtype()
-        && let Some(nodes) = part.read_nodes_direct(rows)?
-    {
-        let mut chips = Vec::with_capacity(rows.len());
-        part.read(Some(rows), 1024, &[columns::GLOBAL], |batch| {
-            chips.extend(batch);
-            Ok(())
-        })?;
-        if chips.len() == nodes.len() {
-            for (c, n) in chips.iter_mut().zip(nodes) {
-                c.nodes = n;
-                c.nodes_dtype = dtype;
-            }
-            return each(chips);
-        }
-    }
-    part.read(Some(rows), 1024, &FEATURE_COLUMNS, each)
+    each(PartFile::open(path)?.read_features(rows, None)?)
 }
 
 fn read_columns(
@@ -260,6 +241,44 @@ impl PartFile {
         Ok(Some(out))
     }
 
+    /// `global` and `nodes` of `rows` (sorted, unique): `nodes` straight from their pages
+    /// (see [`PartFile::read_nodes_direct`]), `global` from `known_global` when the caller
+    /// holds the vectors (a server) or else by the Arrow reader; a file laid out otherwise
+    /// goes through the Arrow reader entirely. Other fields are left empty.
+    pub fn read_features(
+        &self,
+        rows: &[usize],
+        known_global: Option<&dyn Fn(usize) -> Vec<f32>>,
+    ) -> Result<Vec<StoredChip>> {
+        let mut chips = Vec::with_capacity(rows.len());
+        if let Some(dtype) = self.nodes_dtype()
+            && let Some(nodes) = self.read_nodes_direct(rows)?
+        {
+            match known_global {
+                Some(global) => {
+                    chips.extend(rows.iter().map(|&row| StoredChip { global: global(row), ..empty(row) }))
+                }
+                None => self.read(Some(rows), 1024, &[columns::GLOBAL], |batch| {
+                    chips.extend(batch);
+                    Ok(())
+                })?,
+            }
+            if chips.len() == nodes.len() {
+                for (c, n) in chips.iter_mut().zip(nodes) {
+                    c.nodes = n;
+                    c.nodes_dtype = dtype;
+                }
+                return Ok(chips);
+            }
+            chips.clear();
+        }
+        self.read(Some(rows), 1024, &FEATURE_COLUMNS, |batch| {
+            chips.extend(batch);
+            Ok(())
+        })?;
+        Ok(chips)
+    }
+
     /// Every column of rows `rows` (all when `None`) as Arrow batches, for copying rows into
     /// another part file (`compact`).
     pub fn read_batches(
@@ -318,23 +337,29 @@ impl PartFile {
     }
 }
 
-/// Every column but `nodes`: what a server keeps in memory for each chip.
-pub const CATALOG_COLUMNS: [&str; 11] = [
-    columns::CHIP_ID,
-    columns::SCENE,
-    columns::COL,
-    columns::ROW,
-    columns::WIDTH,
-    columns::HEIGHT,
-    columns::GEOMETRY,
-    columns::BBOX,
-    columns::VALID_FRACTION,
-    columns::ACQUIRED,
-    columns::GLOBAL,
-];
+/// Every column but `nodes` (the last of [`COLUMNS`]): what a server keeps in memory for
+/// each chip.
+pub const CATALOG_COLUMNS: &[&str] = COLUMNS.split_at(COLUMNS.len() - 1).0;
 
 /// The columns scoring needs.
 pub const FEATURE_COLUMNS: [&str; 2] = [columns::GLOBAL, columns::NODES];
+
+/// A chip with only its row number set.
+fn empty(row: usize) -> StoredChip {
+    StoredChip {
+        row,
+        chip_id: String::new(),
+        scene: String::new(),
+        window: [0; 4],
+        bbox: None,
+        geometry: None,
+        valid_fraction: 0.0,
+        acquired_us: None,
+        global: Vec::new(),
+        nodes: Vec::new(),
+        nodes_dtype: NodesDtype::F32,
+    }
+}
 
 /// Sorted unique rows as consecutive ranges.
 fn ranges(rows: &[usize]) -> Vec<Range<usize>> {

@@ -60,7 +60,7 @@ impl LoadedPart {
             dim,
         };
         let mut scene_ids: HashMap<String, u32> = HashMap::new();
-        file.read(None, 4096, &CATALOG_COLUMNS, |batch| {
+        file.read(None, 4096, CATALOG_COLUMNS, |batch| {
             for c in batch {
                 if c.global.len() != dim {
                     return Err(AcfError::Index {
@@ -161,14 +161,8 @@ impl Snapshot {
 
     fn load_once(index: &IndexDir, dim: usize, previous: Option<&Snapshot>) -> Result<Snapshot> {
         let live = index.live_parts()?;
-        let mut wanted: Vec<(PartKey, std::path::PathBuf)> = Vec::new();
-        for (path, record) in &live.parts {
-            if let Some(k) = key(record)
-                && !wanted.iter().any(|(w, _)| *w == k)
-            {
-                wanted.push((k, path.clone()));
-            }
-        }
+        let wanted: HashMap<PartKey, std::path::PathBuf> =
+            live.parts.iter().filter_map(|(path, record)| Some((key(record)?, path.clone()))).collect();
         let loaded: Vec<(PartKey, Result<Arc<LoadedPart>>)> = wanted
             .into_par_iter()
             .map(|(k, path)| {
