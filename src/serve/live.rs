@@ -22,6 +22,9 @@ impl Stamp {
     }
 }
 
+/// How often the whole index is checked even when no directory changed.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The served index and how fresh it is.
 pub struct LiveIndex {
     pub root: PathBuf,
@@ -29,7 +32,8 @@ pub struct LiveIndex {
     model_fingerprint: String,
     dim: usize,
     current: RwLock<Arc<Snapshot>>,
-    stamp: std::sync::Mutex<Option<Stamp>>,
+    /// The stamp of the last load and when it was taken.
+    stamp: std::sync::Mutex<Option<(Stamp, Instant)>>,
     /// When the snapshot was last rebuilt (for `/api/info`).
     loaded_at: RwLock<SystemTime>,
 }
@@ -61,13 +65,17 @@ impl LiveIndex {
         self.loaded_at.read().map_or_else(|p| *p.into_inner(), |t| *t)
     }
 
-    /// Rebuilds the snapshot when the index changed since the last look; returns whether
-    /// it did. A failed rebuild keeps the old snapshot.
+    /// Rebuilds the snapshot when the index changed since the last look (or a minute has
+    /// passed: damage done in place, which no directory mtime shows, is found then); returns
+    /// whether it did. A failed rebuild keeps the old snapshot.
     pub fn refresh(&self) -> Result<bool> {
         let stamp = Stamp::of(&self.root);
         let mut last =
             self.stamp.lock().map_err(|_| AcfError::Thread("index refresh lock poisoned".into()))?;
-        if last.as_ref() == Some(&stamp) {
+        if let Some((s, at)) = last.as_ref()
+            && *s == stamp
+            && at.elapsed() < RECHECK
+        {
             return Ok(false);
         }
         let header = self.index.header()?.ok_or_else(|| AcfError::Index {
@@ -88,20 +96,22 @@ impl LiveIndex {
                 tracing::warn!("{scene}: not searched: {why}; rerun acf-index index to repair");
             }
         }
-        tracing::info!(
-            chips = next.chips(),
-            scenes = next.slices.len(),
-            part_files = next.part_files(),
-            memory_mib = next.memory_bytes() / (1 << 20),
-            ms = format!("{:.0}", start.elapsed().as_secs_f64() * 1e3),
-            "index loaded"
-        );
+        let changed = (next.chips(), next.slices.len(), next.part_files())
+            != (previous.chips(), previous.slices.len(), previous.part_files());
+        let ms = format!("{:.0}", start.elapsed().as_secs_f64() * 1e3);
+        let (chips, scenes, part_files) = (next.chips(), next.slices.len(), next.part_files());
+        let memory_mib = next.memory_bytes() / (1 << 20);
+        if changed {
+            tracing::info!(chips, scenes, part_files, memory_mib, ms, "index loaded");
+        } else {
+            tracing::debug!(chips, scenes, part_files, memory_mib, ms, "index checked");
+        }
         *self.current.write().map_err(|_| AcfError::Thread("snapshot lock poisoned".into()))? =
             Arc::new(next);
         if let Ok(mut t) = self.loaded_at.write() {
             *t = SystemTime::now();
         }
-        *last = Some(stamp);
+        *last = Some((stamp, Instant::now()));
         Ok(true)
     }
 }

@@ -42,7 +42,7 @@ pub fn serve(model: ModelDir, opts: &ServeOptions, ready: impl FnOnce(SocketAddr
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(opts.addr).await.map_err(|e| AcfError::Io {
             path: PathBuf::from(opts.addr.to_string()),
-            what: "cannot listen on",
+            what: "cannot listen (is another server on this address?)",
             source: e,
         })?;
         let bound =

@@ -8,7 +8,7 @@
 //! names a complete file at every moment, and readers take a scene's rows from the part its
 //! record names, so a reader sees each chip once whichever records it read before or after
 //! the change. A killed compaction leaves an index that is correct (some scenes moved,
-//! others not); files no record names are removed by the next compaction.
+//! others not); files no record names are removed when the next compaction starts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -57,6 +57,11 @@ impl IndexDir {
         let start = Instant::now();
         let _lock = self.lock_writer(None)?;
         let mut report = CompactReport::default();
+        // A killed compaction's half-written file goes first: it may be as large as the
+        // file this run is about to write.
+        if !opts.dry_run {
+            report.unreferenced_removed = self.remove_unreferenced()?;
+        }
         let live = self.live_parts()?;
         for (record, why) in &live.damaged {
             tracing::warn!("{}: left as it is: {why}; rerun acf-index index to repair", record.path);
@@ -117,7 +122,7 @@ impl IndexDir {
             report.bytes_written += written;
             report.scenes_moved += moved;
         }
-        report.unreferenced_removed = self.remove_unreferenced()?;
+        report.unreferenced_removed += self.remove_unreferenced()?;
         report.part_files_after =
             self.live_parts()?.parts.iter().map(|(p, _)| p).collect::<BTreeSet<_>>().len();
         report.seconds = start.elapsed().as_secs_f64();
