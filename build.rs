@@ -30,9 +30,8 @@ fn main() {
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     if lib.join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg=-ltorch_cuda");
-        println!("cargo:rustc-link-arg=-lc10_cuda");
-        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+        for arg in ["-Wl,--no-as-needed", "-ltorch_cuda", "-lc10_cuda", "-Wl,--as-needed"] {
+            println!("cargo:rustc-link-arg-bin=acf-index-engine={arg}");
+        }
     }
 }

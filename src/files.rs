@@ -66,6 +66,59 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// [`sha256_hex`] of `bytes`, the content of `path`, remembered beside it in
+/// `.<name>.sha256` with the file's identity (device, inode, size, mtime and ctime in ns):
+/// while all of them match, the stored hash is returned without hashing (12 ms for the
+/// 21 MB pvig-nano weights, a tenth of a query). ctime cannot be set back by a user, so a
+/// replaced or rewritten file is always hashed again. When the directory is not writable,
+/// the hash is simply computed every time.
+pub fn cached_fingerprint(path: &Path, bytes: &[u8]) -> String {
+    let identity = file_identity(path);
+    let cache = path.with_file_name(format!(
+        ".{}.sha256",
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    if let Some(identity) = &identity
+        && let Ok(text) = std::fs::read_to_string(&cache)
+        && let Some((stamp, hash)) = text.trim().rsplit_once(' ')
+        && stamp == identity
+        && hash.len() == 64
+        && hash.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return hash.to_string();
+    }
+    let hash = sha256_hex(bytes);
+    // Only when the file did not change while it was hashed.
+    if let Some(identity) = identity
+        && file_identity(path).as_ref() == Some(&identity)
+    {
+        let _ = write_atomic(&cache, format!("{identity} {hash}\n").as_bytes());
+    }
+    hash
+}
+
+/// `dev:ino:size:mtime_ns:ctime_ns` of a file (Unix), or `None`.
+fn file_identity(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(format!(
+            "{}:{}:{}:{}:{}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128
+        ))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// The first 12 hex digits of a fingerprint: how fingerprints are shown to people.
 pub fn short_fingerprint(fingerprint: &str) -> &str {
     &fingerprint[..12.min(fingerprint.len())]
@@ -96,6 +149,29 @@ pub fn glob_set(patterns: &[String]) -> Result<Option<globset::GlobSet>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_fingerprint_is_reused_only_while_the_file_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        std::fs::write(&path, b"first weights").unwrap();
+        let first = cached_fingerprint(&path, b"first weights");
+        assert_eq!(first, sha256_hex(b"first weights"));
+        let cache = dir.path().join(".model.safetensors.sha256");
+        assert!(cache.exists(), "the hash is remembered");
+        // Unchanged file: the remembered hash is returned without hashing these bytes.
+        assert_eq!(cached_fingerprint(&path, b"not what was hashed"), first);
+        // Rewritten in place with the same size: hashed again.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, b"other weights").unwrap();
+        assert_eq!(cached_fingerprint(&path, b"other weights"), sha256_hex(b"other weights"));
+        // Replaced by rename (how models are saved): hashed again.
+        write_atomic(&path, b"third weights").unwrap();
+        assert_eq!(cached_fingerprint(&path, b"third weights"), sha256_hex(b"third weights"));
+        // A damaged cache file is ignored.
+        std::fs::write(&cache, "garbage").unwrap();
+        assert_eq!(cached_fingerprint(&path, b"third weights"), sha256_hex(b"third weights"));
+    }
 
     #[test]
     fn globs_match_names_anywhere_ignoring_case() {

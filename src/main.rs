@@ -1,9 +1,16 @@
-//! `acf-index`: parses the command line and hands it to the library.
+//! `acf-index`: parses the command line, runs searches itself (no libtorch: they start in
+//! milliseconds) and hands every other command to `acf-index-engine` (`cli::launch`).
+
+use acf_index::cli::launch::{Launch, exec_engine, run_here};
 
 fn main() {
     reset_sigpipe();
     let cli = acf_index::cli::parse();
-    std::process::exit(acf_index::cli::run(cli));
+    let code = match run_here(cli) {
+        Launch::Ran(code) => code,
+        Launch::Engine => exec_engine(),
+    };
+    std::process::exit(code);
 }
 
 /// Restores the default SIGPIPE action so that `acf-index … | head` ends quietly

@@ -6,6 +6,7 @@ mod util;
 mod cli_compact;
 mod cli_doctor;
 mod cli_faults;
+mod cli_front;
 mod cli_index;
 mod cli_model;
 mod cli_query;

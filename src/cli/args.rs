@@ -158,6 +158,8 @@ pub enum Command {
     /// with every chip's (reading only that column) and keeps --candidates chips; stage 2
     /// reads their region features and ranks them by S (attention correction and filtering,
     /// both directions, plus the global term). --exhaustive scores every chip with S.
+    /// Searches run on the CPU in plain Rust (no libtorch is loaded: a query starts in
+    /// milliseconds); --device is accepted and not needed.
     Query(QueryArgs),
     /// Serve a search page and a JSON/GeoJSON API over one index, warm.
     ///

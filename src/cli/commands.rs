@@ -61,18 +61,7 @@ pub fn dispatch(command: Command) -> Result<i32> {
         Command::Bench(BenchCommand::Index { scene, model, batch, readers, min_seconds, json }) => {
             super::index_cmd::bench_index(&scene, &model, batch, readers, min_seconds, json).map(|_| OK)
         }
-        Command::Embed { text, format, model } => {
-            let loaded = super::model_arg::load_model(&model)?;
-            let e = crate::search::embed::embed(&loaded.model, &text)?;
-            if !e.unknown.is_empty() {
-                tracing::warn!("words not in the model's vocabulary (ignored): {}", e.unknown.join(", "));
-            }
-            match format {
-                super::args::EmbedFormat::Json => println!("{}", serde_json::to_string(&e)?),
-                super::args::EmbedFormat::Sql => println!("{}", e.sql_literal()),
-            }
-            Ok(OK)
-        }
+        Command::Embed { text, format, model } => embed(&text, format, &model).map(|_| OK),
         Command::Rerank { text, index, chips, top_k, strict, format, model } => {
             super::query_cmd::rerank(&text, &index, &chips, top_k as usize, strict, format, &model)
                 .map(|_| OK)
@@ -157,6 +146,20 @@ fn init_card(model: &AcfModel, sources: &[String], seed: i64) -> String {
         sources = sources.join(", "),
         version = env!("CARGO_PKG_VERSION"),
     )
+}
+
+/// Runs `embed`: the query's global vector as JSON or a SQL literal.
+pub fn embed(text: &str, format: super::args::EmbedFormat, model: &ModelArgs) -> Result<()> {
+    let loaded = super::model_arg::load_query_model(model)?;
+    let e = crate::search::embed::embed(&loaded, text)?;
+    if !e.unknown.is_empty() {
+        tracing::warn!("words not in the model's vocabulary (ignored): {}", e.unknown.join(", "));
+    }
+    match format {
+        super::args::EmbedFormat::Json => println!("{}", serde_json::to_string(&e)?),
+        super::args::EmbedFormat::Sql => println!("{}", e.sql_literal()),
+    }
+    Ok(())
 }
 
 fn model_info(args: &ModelArgs, json: bool) -> Result<()> {

@@ -1,10 +1,12 @@
 //! Command-line interface: argument definitions (clap) and dispatch to the library.
-//! `main.rs` parses [`Cli`] and hands it to [`run`], which returns the exit code.
+//! `main.rs` (`acf-index`) parses [`Cli`] and runs searches itself ([`launch`]);
+//! `acf-index-engine` hands any command to [`run`], which returns the exit code.
 
 mod args;
 mod commands;
 mod index_cmd;
 mod interrupt;
+pub mod launch;
 mod model_arg;
 mod query_cmd;
 mod train_cmd;
@@ -33,7 +35,12 @@ pub struct UsageError(pub String);
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     init_logging(cli.log_format, cli.verbose, cli.quiet);
-    match commands::dispatch(cli.command) {
+    finish(commands::dispatch(cli.command))
+}
+
+/// Reports a command's error on stderr; returns the exit code.
+fn finish(result: anyhow::Result<i32>) -> i32 {
+    match result {
         Ok(code) => code,
         Err(err) if err.downcast_ref::<UsageError>().is_some() => {
             say_error(&format!("{err}"), "For more information, try '--help'.");

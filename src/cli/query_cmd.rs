@@ -10,6 +10,13 @@ use crate::search::{Filters, QueryOptions, search};
 
 /// Runs `query`: prints results on stdout, optionally writes an HTML page and thumbnails.
 pub fn query(args: QueryArgs) -> Result<()> {
+    let (results, image_size) = search_and_print(&args)?;
+    write_pictures(&results, &args, image_size)
+}
+
+/// `query` without the pictures: searches and prints the results on stdout; returns them
+/// and the model's chip size.
+pub fn search_and_print(args: &QueryArgs) -> Result<(Vec<crate::search::QueryResult>, usize)> {
     let queries: Vec<String> = match (&args.text, &args.queries) {
         (Some(t), _) => vec![t.clone()],
         (None, Some(file)) => std::fs::read_to_string(file)
@@ -39,8 +46,7 @@ pub fn query(args: QueryArgs) -> Result<()> {
         );
         candidates = args.top_k;
     }
-    crate::device::retain_freed_memory();
-    let model = super::model_arg::load_model(&args.model)?;
+    let model = super::model_arg::load_query_model(&args.model)?;
     let opts = QueryOptions {
         top_k: args.top_k as usize,
         candidates: candidates as usize,
@@ -80,8 +86,7 @@ pub fn query(args: QueryArgs) -> Result<()> {
     let mut out = stdout.lock();
     crate::search::output::write(&results, args.format.into(), &mut out)?;
     out.flush().ok();
-    let size = model.config().image.image_size as usize;
-    write_pictures(&results, &args, size)
+    Ok((results, model.config.image.image_size as usize))
 }
 
 #[cfg(feature = "gdal")]
@@ -118,11 +123,10 @@ pub fn bench_query(
     model: &super::args::ModelArgs,
     json: bool,
 ) -> Result<()> {
-    crate::device::retain_freed_memory();
-    let model = super::model_arg::load_model(model)?;
+    let model = super::model_arg::load_query_model(model)?;
     if !json {
         println!(
-            "{:>6}  {:>8}  {:>10}  {:>5}  {:>10}  {:>10}  {:>10}  {:>8}  {:>9}",
+            "{:>7}  {:>8}  {:>10}  {:>5}  {:>10}  {:>10}  {:>10}  {:>8}  {:>9}",
             "mode",
             "chips",
             "candidates",
@@ -147,14 +151,15 @@ pub fn bench_query(
             if json {
                 println!("{}", serde_json::to_string(&row)?);
             } else {
+                let ms = |v: f64| if v.is_nan() { "-".to_string() } else { format!("{v:.1}") };
                 println!(
-                    "{:>6}  {:>8}  {:>10}  {:>5}  {:>10.1}  {:>10.1}  {:>10.1}  {:>8}  {:>9}",
+                    "{:>7}  {:>8}  {:>10}  {:>5}  {:>10}  {:>10}  {:>10.1}  {:>8}  {:>9}",
                     row.mode,
                     row.chips,
                     row.candidates,
                     row.cache,
-                    row.stage1_ms,
-                    row.stage2_ms,
+                    ms(row.stage1_ms),
+                    ms(row.stage2_ms),
                     row.total_ms,
                     row.p99_ms.map_or("-".into(), |p| format!("{p:.1}")),
                     row.peak_rss_mib.map_or("-".into(), |m| format!("{m:.0} MiB"))
@@ -188,8 +193,7 @@ pub fn rerank(
     if ids.is_empty() {
         bail!("no chip ids in {}", chips.display());
     }
-    crate::device::retain_freed_memory();
-    let model = super::model_arg::load_model(model)?;
+    let model = super::model_arg::load_query_model(model)?;
     let result = crate::search::rerank::rerank(&model, index, text, &ids, top_k, strict)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -200,7 +204,8 @@ pub fn rerank(
 
 /// Runs `serve` until SIGINT/SIGTERM.
 pub fn serve(args: super::args::ServeArgs) -> Result<()> {
-    let model = super::model_arg::load_model(&args.model)?;
+    let model = super::model_arg::load_query_model(&args.model)?;
+    tracing::info!(model = %model.dir.display(), fingerprint = crate::model::ModelIdentity::short_fingerprint(&model), "model loaded");
     let opts = crate::serve::ServeOptions {
         index: args.index.clone(),
         addr: args.addr,

@@ -3,11 +3,13 @@
 
 pub mod config;
 pub mod features;
+pub mod identity;
 pub mod image_encoder;
 pub mod inference;
 pub mod knn;
 pub mod loss;
 pub mod model_dir;
+pub mod native;
 pub mod scoring;
 pub mod text_encoder;
 pub mod vig;
@@ -17,6 +19,7 @@ use tch::{Device, Tensor, nn};
 
 pub use config::Config;
 pub use features::{ImageFeatures, TextFeatures};
+pub use identity::ModelIdentity;
 pub use image_encoder::ImageEncoder;
 pub use inference::{InferenceImageEncoder, InferenceOptions, InferencePrecision};
 pub use model_dir::ModelDir;
@@ -103,7 +106,7 @@ impl AcfModel {
     pub fn encode_captions(&self, captions: &[&str]) -> Result<(TextFeatures, Vec<Encoded>)> {
         let max = self.config.text.max_tokens as usize;
         let encoded = captions.iter().map(|c| self.vocab.encode_known(c, max)).collect::<Result<Vec<_>>>()?;
-        let (ids, lengths) = self.vocab.batch(&encoded);
+        let (ids, lengths) = text_encoder::batch(&encoded);
         let feats = tch::no_grad(|| self.encode_ids(&ids, &lengths, false));
         Ok((feats, encoded))
     }

@@ -10,6 +10,7 @@ use tch::{Kind, Tensor};
 
 use crate::model::config::Config;
 use crate::model::features::{TextFeatures, l2_normalize};
+use crate::model::vocab::{Encoded, PAD_ID};
 
 /// Logit given to padded neighbours before the GAT softmax: exp underflows to exactly 0,
 /// while a caption without any real word still gets a finite (uniform) softmax.
@@ -137,6 +138,28 @@ impl TextEncoder {
     }
 }
 
+/// Pads encoded captions into ids `(T, m)` int64 (padding [`PAD_ID`]) and lengths `(T)`
+/// int64, m being the longest caption (at least 1, so the tensors always have a column).
+/// Here, not in `vocab`, so that the vocabulary does not depend on libtorch.
+pub fn batch(encoded: &[Encoded]) -> (Tensor, Tensor) {
+    batch_ids(encoded.iter().map(|e| e.ids.as_slice()))
+}
+
+/// [`batch`] for token-id lists that are already known (training and evaluation).
+pub fn batch_ids<'a>(captions: impl ExactSizeIterator<Item = &'a [i64]> + Clone) -> (Tensor, Tensor) {
+    let t = captions.len();
+    let m = captions.clone().map(<[i64]>::len).max().unwrap_or(0).max(1);
+    let mut flat = Vec::with_capacity(t * m);
+    let mut lengths = Vec::with_capacity(t);
+    for ids in captions {
+        flat.extend_from_slice(ids);
+        flat.resize(flat.len() + m - ids.len(), PAD_ID);
+        lengths.push(ids.len() as i64);
+    }
+    let ids = Tensor::from_slice(&flat).view([t as i64, m as i64]);
+    (ids, Tensor::from_slice(&lengths))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +205,16 @@ mod tests {
         }
         let g = f.global.norm_scalaropt_dim(2, [-1], false);
         assert!(max_diff(&g, &Tensor::ones_like(&g)) < 1e-5);
+    }
+
+    #[test]
+    fn batch_pads_with_zero() {
+        let v = crate::model::Vocab::build(["a b c"], 1);
+        let enc = [v.encode("a b c", 8), v.encode("c", 8)];
+        let (ids, lengths) = super::batch(&enc);
+        assert_eq!(ids.size(), [2, 3]);
+        assert_eq!(Vec::<i64>::try_from(ids.view([-1])).unwrap(), [2, 3, 4, 4, 0, 0]);
+        assert_eq!(Vec::<i64>::try_from(lengths).unwrap(), [3, 1]);
     }
 
     #[test]

@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
 
 use crate::error::{AcfError, Result};
 
@@ -133,27 +132,6 @@ impl Vocab {
         Ok(encoded)
     }
 
-    /// Pads encoded captions into ids `(T, m)` int64 (padding [`PAD_ID`]) and lengths `(T)`
-    /// int64, m being the longest caption (at least 1, so the tensors always have a column).
-    pub fn batch(&self, encoded: &[Encoded]) -> (Tensor, Tensor) {
-        Self::batch_ids(encoded.iter().map(|e| e.ids.as_slice()))
-    }
-
-    /// [`Vocab::batch`] for token-id lists that are already known (training and evaluation).
-    pub fn batch_ids<'a>(captions: impl ExactSizeIterator<Item = &'a [i64]> + Clone) -> (Tensor, Tensor) {
-        let t = captions.len();
-        let m = captions.clone().map(<[i64]>::len).max().unwrap_or(0).max(1);
-        let mut flat = Vec::with_capacity(t * m);
-        let mut lengths = Vec::with_capacity(t);
-        for ids in captions {
-            flat.extend_from_slice(ids);
-            flat.resize(flat.len() + m - ids.len(), PAD_ID);
-            lengths.push(ids.len() as i64);
-        }
-        let ids = Tensor::from_slice(&flat).view([t as i64, m as i64]);
-        (ids, Tensor::from_slice(&lengths))
-    }
-
     /// Writes `vocab.json` atomically: a temporary file in the same directory, then a rename,
     /// so a reader never sees a half-written vocabulary.
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -264,16 +242,6 @@ mod tests {
         assert!(matches!(err, AcfError::NoKnownWords { .. }));
         assert!(err.to_string().contains("Skyscrapers downtown"));
         assert!(v.encode_known("  !! ", 32).is_err());
-    }
-
-    #[test]
-    fn batch_pads_with_zero() {
-        let v = Vocab::build(["a b c"], 1);
-        let enc = [v.encode("a b c", 8), v.encode("c", 8)];
-        let (ids, lengths) = v.batch(&enc);
-        assert_eq!(ids.size(), [2, 3]);
-        assert_eq!(Vec::<i64>::try_from(ids.view([-1])).unwrap(), [2, 3, 4, 4, 0, 0]);
-        assert_eq!(Vec::<i64>::try_from(lengths).unwrap(), [3, 1]);
     }
 
     #[test]

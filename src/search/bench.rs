@@ -12,7 +12,8 @@ use serde::Serialize;
 use super::engine::{QueryOptions, search};
 use super::served::search_snapshot;
 use crate::error::{AcfError, Result};
-use crate::model::model_dir::ModelDir;
+use crate::model::ModelIdentity;
+use crate::model::native::QueryModel;
 use crate::storage::snapshot::Snapshot;
 use crate::storage::{
     ChipRow, ChipSchema, IndexDir, IndexHeader, NodesDtype, PartWriter, SceneFingerprint, SceneMeta, scene_id,
@@ -27,8 +28,9 @@ const NODE_BLOCKS: usize = 256;
 /// One measured row.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryBench {
-    /// `cli`: one `query` (the index opened and read for it); `served`: a search over the
-    /// index held in memory as `serve` holds it.
+    /// `cli`: one `query` (the index opened and read for it) inside this process;
+    /// `process`: a whole `acf-index query` process, start to exit (total only);
+    /// `served`: a search over the index held in memory as `serve` holds it.
     pub mode: &'static str,
     pub chips: usize,
     pub candidates: usize,
@@ -42,7 +44,7 @@ pub struct QueryBench {
 }
 
 /// Builds (or reuses) a synthetic index of `chips` chips under `dir` for `model`.
-pub fn synthetic_index(model: &ModelDir, dir: &Path, chips: usize) -> Result<()> {
+pub fn synthetic_index(model: &QueryModel, dir: &Path, chips: usize) -> Result<()> {
     let (index, header) = match IndexDir::open(dir) {
         Ok((index, header)) if header.model_fingerprint == model.fingerprint => (index, header),
         _ => {
@@ -132,7 +134,7 @@ pub fn drop_page_cache(dir: &Path) -> Result<()> {
 
 /// Measures one query (cold, then `warm_runs` warm, reporting the median warm run).
 pub fn bench_query(
-    model: &ModelDir,
+    model: &QueryModel,
     dir: &Path,
     chips: usize,
     query: &str,
@@ -168,15 +170,69 @@ pub fn bench_query(
     }
     runs.sort_by(|a, b| a.total_ms.total_cmp(&b.total_ms));
     rows.push(runs[runs.len() / 2].clone());
+    rows.extend(bench_one_shot(model, dir, chips, query, candidates, warm_runs)?);
     rows.extend(bench_served(model, dir, chips, query, &opts, (warm_runs * 4).max(20))?);
     Ok(rows)
+}
+
+/// Wall time of whole `acf-index query` processes (start, model load, search, output to
+/// /dev/null), the front binary beside this one: once cold, then `warm_runs` warm (median,
+/// 99th percentile). Stage times are not seen from outside: only the total is reported.
+fn bench_one_shot(
+    model: &QueryModel,
+    dir: &Path,
+    chips: usize,
+    query: &str,
+    candidates: usize,
+    warm_runs: usize,
+) -> Result<Vec<QueryBench>> {
+    let exe = std::env::current_exe()
+        .and_then(std::fs::canonicalize)
+        .map_err(|e| AcfError::io("acf-index", "cannot find the running binary", e))?
+        .with_file_name(format!("acf-index{}", std::env::consts::EXE_SUFFIX));
+    let run = || -> Result<f64> {
+        let start = Instant::now();
+        let status = std::process::Command::new(&exe)
+            .arg("-q")
+            .arg("query")
+            .arg(query)
+            .arg("--index")
+            .arg(dir)
+            .arg("--model")
+            .arg(&model.dir)
+            .args(["--top-k", "10", "--format", "json", "--candidates", &candidates.to_string()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| AcfError::io(&exe, "cannot run", e))?;
+        if !status.success() {
+            return Err(AcfError::InvalidArgument(format!("{} query failed: {status}", exe.display())));
+        }
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    };
+    let row = |cache: &'static str, total_ms: f64, p99_ms: Option<f64>| QueryBench {
+        mode: "process",
+        chips,
+        candidates,
+        cache,
+        stage1_ms: f64::NAN,
+        stage2_ms: f64::NAN,
+        total_ms,
+        p99_ms,
+        peak_rss_mib: None,
+    };
+    drop_page_cache(dir)?;
+    let cold = run()?;
+    let mut warm: Vec<f64> = (0..(warm_runs * 4).max(20)).map(|_| run()).collect::<Result<_>>()?;
+    warm.sort_by(f64::total_cmp);
+    let p99 = warm[((warm.len() * 99).div_ceil(100)).saturating_sub(1)];
+    Ok(vec![row("cold", cold, None), row("warm", warm[warm.len() / 2], Some(p99))])
 }
 
 /// The served search ([`search_snapshot`] over a [`Snapshot`], as `serve` runs it): once
 /// with the part files' page cache dropped (stage 1 is in memory either way), then `runs`
 /// warm runs (median and 99th percentile of the totals).
 fn bench_served(
-    model: &ModelDir,
+    model: &QueryModel,
     dir: &Path,
     chips: usize,
     query: &str,

@@ -2,11 +2,10 @@
 //! that run stage 1 themselves — DuckDB, Spark or DataFusion over `parts/*.parquet`.
 
 use serde::Serialize;
-use tch::{Device, Kind};
 
 use super::words::{Mapping, QueryReader};
 use crate::error::Result;
-use crate::model::AcfModel;
+use crate::model::native::QueryModel;
 
 /// A text query as the model reads it.
 #[derive(Debug, Clone, Serialize)]
@@ -24,12 +23,9 @@ pub struct QueryEmbedding {
 }
 
 /// Reads `text` as `query` does and encodes it; fails when nothing searchable is left.
-pub fn embed(model: &AcfModel, text: &str) -> Result<QueryEmbedding> {
+pub fn embed(model: &QueryModel, text: &str) -> Result<QueryEmbedding> {
     let read = QueryReader::new(&model.vocab).read(text, false)?;
-    let (feats, _) = model.encode_captions(&[read.text().as_str()])?;
-    let global = Vec::<f32>::try_from(
-        feats.global.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]),
-    )?;
+    let global = model.encode(&read.text())?.text.global;
     Ok(QueryEmbedding {
         text: text.to_string(),
         tokens: read.tokens,

@@ -7,16 +7,13 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use serde::Serialize;
-use tch::{Kind, Tensor};
 
 use super::filters::Filters;
 use super::scan::{Candidate, RowRef, TopN, scan};
 use super::words::{Mapping, QueryReader, ReadQuery};
 use crate::error::{AcfError, Result};
-use crate::model::features::l2_normalize;
-use crate::model::features::{ImageFeatures, TextFeatures};
-use crate::model::model_dir::ModelDir;
-use crate::storage::{IndexDir, NodesDtype, SceneStatus, StoredChip, read_features, read_rows};
+use crate::model::native::{QueryModel, ScoringQuery, Scratch};
+use crate::storage::{IndexDir, NodesDtype, PartFile, SceneStatus, StoredChip, read_rows};
 
 /// How to search.
 #[derive(Debug, Clone)]
@@ -90,7 +87,7 @@ impl QueryResult {
 }
 
 /// Opens the index at `root` for searching with `model`, which must be the index's.
-pub(crate) fn open_for(root: &Path, model: &ModelDir) -> Result<IndexDir> {
+pub(crate) fn open_for(root: &Path, model: &QueryModel) -> Result<IndexDir> {
     let (index, header) = IndexDir::open(root)?;
     if header.model_fingerprint != model.fingerprint {
         return Err(header.model_mismatch(
@@ -105,7 +102,7 @@ pub(crate) fn open_for(root: &Path, model: &ModelDir) -> Result<IndexDir> {
 
 /// Runs `queries` against the index at `root`.
 pub fn search(
-    model: &ModelDir,
+    model: &QueryModel,
     root: &Path,
     queries: &[String],
     opts: &QueryOptions,
@@ -140,23 +137,18 @@ pub fn search(
     )
     .into_iter()
     .unzip();
-    let reader = QueryReader::new(&model.model.vocab);
+    let reader = QueryReader::new(&model.vocab);
     let reads: Vec<ReadQuery> = queries.iter().map(|q| reader.read(q, opts.strict)).collect::<Result<_>>()?;
-    let texts: Vec<String> = reads.iter().map(ReadQuery::text).collect();
-    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let (text_feats, _) = model.model.encode_captions(&texts)?;
-    let dim = model.config().embed_dim as usize;
-    let query_globals: Vec<f32> = Vec::<f32>::try_from(
-        text_feats.global.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]),
-    )?;
+    let encoded: Vec<ScoringQuery> = reads.iter().map(|r| model.encode(&r.text())).collect::<Result<_>>()?;
+    let dim = model.config.embed_dim as usize;
+    let query_globals: Vec<f32> = encoded.iter().flat_map(|q| q.text.global.iter().copied()).collect();
     let file_refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-    let _guard = tch::no_grad_guard();
 
     let mut results: Vec<QueryResult> =
         queries.iter().zip(&reads).map(|(q, r)| QueryResult::new(q, r)).collect();
     if opts.exhaustive {
         let start = Instant::now();
-        let ranked = exhaustive(model, &file_refs, &ranges, &text_feats, &opts.filters, opts.top_k)?;
+        let ranked = exhaustive(model, &file_refs, &ranges, &encoded, &opts.filters, opts.top_k)?;
         let ms = start.elapsed().as_secs_f64() * 1e3;
         for (r, (hits, scored)) in results.iter_mut().zip(ranked) {
             r.hits = hits;
@@ -177,16 +169,24 @@ pub fn search(
     for c in candidates.iter().flatten() {
         wanted.entry(c.at.file).or_default().insert(c.at.row);
     }
-    // Files are read in parallel; each read touches only the pages of its selected rows.
+    // Files are opened once and read in parallel; each read touches only its rows' bytes.
     // Scoring needs only `global` and `nodes`; the other columns are read for the top k.
-    let chips = fetch(&file_refs, wanted, true)?;
+    let parts = open_parts(&file_refs, wanted.keys().copied());
+    tracing::debug!(
+        ms = start.elapsed().as_secs_f64() * 1e3,
+        files = parts.len(),
+        "stage 2: part files opened"
+    );
+    let chips = fetch(&file_refs, &parts, wanted, |p, rows| p.read_features(rows, dim, None));
     tracing::debug!(ms = start.elapsed().as_secs_f64() * 1e3, rows = chips.len(), "stage 2: features read");
     let mut ranked: Vec<Vec<(RowRef, (f32, f32))>> = Vec::with_capacity(results.len());
     for (qi, (result, cands)) in results.iter_mut().zip(&candidates).enumerate() {
         let kept: Vec<(RowRef, &StoredChip)> =
             cands.iter().filter_map(|c| chips.get(&c.at).map(|s| (c.at, s))).collect();
         let stored: Vec<&StoredChip> = kept.iter().map(|(_, s)| *s).collect();
-        let scores = score_chips(model, &stored, &narrow_text(&text_feats, qi))?;
+        let scoring = Instant::now();
+        let scores = score_chips(model, &stored, &encoded[qi])?;
+        tracing::debug!(ms = scoring.elapsed().as_secs_f64() * 1e3, chips = stored.len(), "stage 2: scored");
         ranked.push(rank(&scores, opts.top_k).into_iter().map(|i| (kept[i].0, scores[i])).collect());
         result.scored = stored.len();
         result.chips_scanned = stats.chips_scanned;
@@ -196,7 +196,7 @@ pub fn search(
     for (at, _) in ranked.iter().flatten() {
         top.entry(at.file).or_default().insert(at.row);
     }
-    let full = fetch(&file_refs, top, false)?;
+    let full = fetch(&file_refs, &parts, top, PartFile::read_catalog);
     for (result, list) in results.iter_mut().zip(ranked) {
         result.hits = list
             .into_iter()
@@ -213,88 +213,114 @@ pub fn search(
 }
 
 /// Query `i` of a batch of text features.
-pub(crate) fn narrow_text(t: &TextFeatures, i: usize) -> TextFeatures {
-    let i = i as i64;
-    TextFeatures {
-        words: t.words.narrow(0, i, 1),
-        mask: t.mask.narrow(0, i, 1),
-        global: t.global.narrow(0, i, 1),
-    }
-}
-
-/// Stored chips as image features on the model's device (rows renormalised: Float16
-/// storage leaves them within about 1e-3 of unit length).
-pub fn chip_features(model: &ModelDir, chips: &[&StoredChip]) -> Result<ImageFeatures> {
-    let d = model.config().embed_dim;
-    let k = model.config().image.region_grid.pow(2);
-    let n = chips.len() as i64;
-    let dtype = chips.first().map_or(NodesDtype::F32, |c| c.nodes_dtype);
+/// (S, sim_g) of `query` against every chip, chips in parallel. Each chip's nodes are
+/// decoded (float16 via the CPU's F16C instructions when it has them) and renormalised row
+/// by row into a per-thread buffer that stays in cache, then scored there.
+pub(crate) fn score_chips(
+    model: &QueryModel,
+    chips: &[&StoredChip],
+    query: &ScoringQuery,
+) -> Result<Vec<(f32, f32)>> {
+    let d = model.config.embed_dim as usize;
+    let k = model.config.image.region_grid.pow(2) as usize;
     for c in chips {
-        if c.nodes_dtype != dtype
-            || c.nodes.len() as i64 != k * d * dtype.bytes() as i64
-            || c.global.len() as i64 != d
-        {
+        if c.nodes.len() != k * d * c.nodes_dtype.bytes() || c.global.len() != d {
             return Err(AcfError::InvalidArgument(format!(
                 "chip {}: stored features do not have the model's shape ({k}x{d})",
                 c.chip_id
             )));
         }
     }
-    // Decoded and renormalised row by row in one pass, chips in parallel (libtorch's
-    // convert-then-normalise made three passes over the block and took most of stage 2).
-    let per_chip = (k * d) as usize;
-    let mut values = vec![0f32; chips.len() * per_chip];
-    values.par_chunks_mut(per_chip).zip(chips.par_iter()).for_each(|(out, c)| {
-        match dtype {
-            NodesDtype::F16 => {
-                use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
-                // Bytes → bits (the byte buffer need not be 2-aligned), then a slice
-                // conversion that uses the CPU's F16C instructions when it has them.
-                let bits: Vec<u16> =
-                    c.nodes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
-                bits.reinterpret_cast::<half::f16>().convert_to_f32_slice(out);
-            }
-            NodesDtype::F32 => {
-                for (o, b) in out.iter_mut().zip(c.nodes.chunks_exact(4)) {
-                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let scores = chips
+        .par_iter()
+        .map_init(
+            || (vec![0f32; k * d], vec![0f32; d], Scratch::default()),
+            |(regions, global, scratch), c| {
+                decode_nodes(&c.nodes, c.nodes_dtype, regions, d);
+                global.copy_from_slice(&c.global);
+                crate::model::native::linalg::normalize(global);
+                let sim_g = crate::model::native::linalg::dot(global, &query.text.global);
+                (model.score(query, regions, sim_g, scratch), sim_g)
+            },
+        )
+        .collect();
+    Ok(scores)
+}
+
+/// A candidate whose `nodes` are read straight from its data page into the scoring thread's
+/// buffer (no per-chip allocation): what `serve` scores.
+#[derive(Clone)]
+pub(crate) struct Located<'a> {
+    pub part: &'a PartFile,
+    /// Byte offset and length of the chip's `nodes` value in the file.
+    pub at: u64,
+    pub len: usize,
+    pub dtype: NodesDtype,
+    pub global: &'a [f32],
+}
+
+/// (S, sim_g) of `query` against every located chip, chips in parallel; `None` for a chip
+/// whose bytes cannot be read (each distinct error is logged once).
+pub(crate) fn score_located(
+    model: &QueryModel,
+    chips: &[Located<'_>],
+    query: &ScoringQuery,
+) -> Vec<Option<(f32, f32)>> {
+    let d = model.config.embed_dim as usize;
+    let k = model.config.image.region_grid.pow(2) as usize;
+    let scored: Vec<std::result::Result<(f32, f32), String>> = chips
+        .par_iter()
+        .map_init(
+            || (Vec::<u8>::new(), vec![0f32; k * d], vec![0f32; d], Scratch::default()),
+            |(bytes, regions, global, scratch), c| {
+                if c.len != k * d * c.dtype.bytes() || c.global.len() != d {
+                    return Err(format!(
+                        "{}: stored features do not have the model's shape ({k}x{d})",
+                        c.part.path().display()
+                    ));
+                }
+                bytes.resize(c.len, 0);
+                c.part.read_at(bytes, c.at).map_err(|e| e.to_string())?;
+                decode_nodes(bytes, c.dtype, regions, d);
+                global.copy_from_slice(c.global);
+                crate::model::native::linalg::normalize(global);
+                let sim_g = crate::model::native::linalg::dot(global, &query.text.global);
+                Ok((model.score(query, regions, sim_g, scratch), sim_g))
+            },
+        )
+        .collect();
+    let errors: BTreeSet<&String> = scored.iter().filter_map(|r| r.as_ref().err()).collect();
+    for e in errors {
+        tracing::warn!("{e}: those candidates are skipped; rerun acf-index index --verify to repair");
+    }
+    scored.into_iter().map(std::result::Result::ok).collect()
+}
+
+/// A chip's stored nodes (`bytes` of `dtype`) as unit-row float32 (k × D) in `out`.
+fn decode_nodes(bytes: &[u8], dtype: NodesDtype, out: &mut [f32], d: usize) {
+    match dtype {
+        NodesDtype::F16 => {
+            use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+            // A slice conversion that uses F16C when the CPU has it, straight from the bytes
+            // when they are 2-aligned (they are as allocated), else through a copy.
+            match bytemuck::try_cast_slice::<u8, half::f16>(bytes) {
+                Ok(halves) => halves.convert_to_f32_slice(out),
+                Err(_) => {
+                    let bits: Vec<u16> =
+                        bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+                    bits.reinterpret_cast::<half::f16>().convert_to_f32_slice(out);
                 }
             }
         }
-        for row in out.chunks_exact_mut(d as usize) {
-            let norm = super::scan::dot(row, row).sqrt().max(1e-12);
-            row.iter_mut().for_each(|x| *x /= norm);
+        NodesDtype::F32 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
         }
-    });
-    let nodes = Tensor::from_slice(&values).view([n, k, d]);
-    let global: Vec<f32> = chips.iter().flat_map(|c| c.global.iter().copied()).collect();
-    let device = model.model.device();
-    Ok(ImageFeatures {
-        regions: nodes.to_device(device),
-        global: l2_normalize(&Tensor::from_slice(&global).view([n, d]).to_device(device), -1),
-    })
-}
-
-/// S and sim_g of `chips` against one query, in slices of 256 chips.
-pub(crate) fn score_chips(
-    model: &ModelDir,
-    chips: &[&StoredChip],
-    text: &TextFeatures,
-) -> Result<Vec<(f32, f32)>> {
-    let mut out = Vec::with_capacity(chips.len());
-    for slice in chips.chunks(256) {
-        let feats = chip_features(model, slice)?;
-        let s = model.model.score(&feats, text).to_device(tch::Device::Cpu).to_kind(Kind::Float).view([-1]);
-        let g = crate::model::scoring::global_similarity(&feats, text)
-            .to_device(tch::Device::Cpu)
-            .to_kind(Kind::Float)
-            .view([-1]);
-        let (s, g) = (Vec::<f32>::try_from(&s)?, Vec::<f32>::try_from(&g)?);
-        out.extend(s.into_iter().zip(g));
     }
-    Ok(out)
+    out.chunks_exact_mut(d).for_each(crate::model::native::linalg::normalize);
 }
 
-/// The best `k` by S (ties: higher sim_g, then stage-1 order).
 pub(crate) fn rank(scores: &[(f32, f32)], k: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| {
@@ -304,42 +330,54 @@ pub(crate) fn rank(scores: &[(f32, f32)], k: usize) -> Vec<usize> {
     order
 }
 
-/// Reads the given rows of each file (in parallel over files): features only, or whole rows.
+/// The part files `wanted` (indexes into `files`), opened (footer and page index parsed) in
+/// parallel; a file that cannot be opened is reported and its candidates drop out.
+fn open_parts(files: &[&Path], wanted: impl Iterator<Item = usize>) -> HashMap<usize, PartFile> {
+    let wanted: Vec<usize> = wanted.collect();
+    wanted
+        .into_par_iter()
+        .filter_map(|f| match PartFile::open(files[f]) {
+            Ok(part) => Some((f, part)),
+            Err(e) => {
+                tracing::warn!(
+                    "{}: skipped: {e}; rerun acf-index index --verify to repair",
+                    files[f].display()
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+/// `read(part, rows)` for the given rows of each open part, in parallel over files.
 fn fetch(
     files: &[&Path],
+    parts: &HashMap<usize, PartFile>,
     wanted: BTreeMap<usize, BTreeSet<usize>>,
-    features_only: bool,
-) -> Result<HashMap<RowRef, StoredChip>> {
+    read: impl Fn(&PartFile, &[usize]) -> Result<Vec<StoredChip>> + Sync,
+) -> HashMap<RowRef, StoredChip> {
     let wanted: Vec<(usize, Vec<usize>)> =
         wanted.into_iter().map(|(f, rows)| (f, rows.into_iter().collect())).collect();
-    let per_file: Vec<Result<Vec<(RowRef, StoredChip)>>> = wanted
+    let per_file: Vec<Vec<(RowRef, StoredChip)>> = wanted
         .par_iter()
-        .map(|(file, rows)| {
-            let mut out = Vec::with_capacity(rows.len());
-            let mut keep = |batch: Vec<StoredChip>| {
-                out.extend(batch.into_iter().map(|chip| (RowRef { file: *file, row: chip.row }, chip)));
-                Ok(())
-            };
-            if features_only {
-                read_features(files[*file], rows, &mut keep)?;
-            } else {
-                read_rows(files[*file], Some(rows), 1024, &mut keep)?;
+        .filter_map(|(file, rows)| {
+            let part = parts.get(file)?;
+            match read(part, rows) {
+                Ok(chips) => {
+                    Some(chips.into_iter().map(|c| (RowRef { file: *file, row: c.row }, c)).collect())
+                }
+                // Pages damaged past the footer: that part's candidates drop out, the rest rank.
+                Err(e) => {
+                    tracing::warn!(
+                        "{}: skipped: {e}; rerun acf-index index --verify to repair",
+                        files[*file].display()
+                    );
+                    None
+                }
             }
-            Ok(out)
         })
         .collect();
-    let mut chips = HashMap::new();
-    for ((file, _), part) in wanted.iter().zip(per_file) {
-        match part {
-            Ok(rows) => chips.extend(rows),
-            // Pages damaged past the footer: that part's candidates drop out, the rest rank.
-            Err(e) => tracing::warn!(
-                "{}: skipped: {e}; rerun acf-index index --verify to repair",
-                files[*file].display()
-            ),
-        }
-    }
-    Ok(chips)
+    per_file.into_iter().flatten().collect()
 }
 
 pub(crate) fn hit(rank: usize, c: &StoredChip, (score, sim_g): (f32, f32)) -> Hit {
@@ -364,16 +402,15 @@ type Scored = (StoredChip, (f32, f32), RowRef);
 /// Every chip passing the filters, scored with S against every query; the top `k` per query
 /// and how many were scored.
 fn exhaustive(
-    model: &ModelDir,
+    model: &QueryModel,
     files: &[&Path],
     ranges: &[crate::storage::PartRows],
-    texts: &TextFeatures,
+    queries: &[ScoringQuery],
     filters: &Filters,
     k: usize,
 ) -> Result<Vec<(Vec<Hit>, usize)>> {
-    let q = texts.len() as usize;
     // Keep the best k per query by S; a hit list re-sorted per batch stays small.
-    let mut best: Vec<Vec<Scored>> = (0..q).map(|_| Vec::new()).collect();
+    let mut best: Vec<Vec<Scored>> = (0..queries.len()).map(|_| Vec::new()).collect();
     let mut scored = 0usize;
     for (fi, path) in files.iter().enumerate() {
         read_rows(path, None, 256, |batch| {
@@ -390,25 +427,10 @@ fn exhaustive(
             }
             scored += batch.len();
             let refs: Vec<&StoredChip> = batch.iter().collect();
-            let feats = chip_features(model, &refs)?;
-            let s = model
-                .model
-                .score(&feats, texts)
-                .to_device(tch::Device::Cpu)
-                .to_kind(Kind::Float)
-                .contiguous();
-            let g = crate::model::scoring::global_similarity(&feats, texts)
-                .to_device(tch::Device::Cpu)
-                .to_kind(Kind::Float)
-                .contiguous();
-            let (s, g) = (Vec::<f32>::try_from(s.view([-1]))?, Vec::<f32>::try_from(g.view([-1]))?);
-            for (qi, list) in best.iter_mut().enumerate() {
-                for (i, chip) in batch.iter().enumerate() {
-                    list.push((
-                        chip.clone(),
-                        (s[i * q + qi], g[i * q + qi]),
-                        RowRef { file: fi, row: chip.row },
-                    ));
+            for (query, list) in queries.iter().zip(best.iter_mut()) {
+                let scores = score_chips(model, &refs, query)?;
+                for (chip, sc) in batch.iter().zip(scores) {
+                    list.push((chip.clone(), sc, RowRef { file: fi, row: chip.row }));
                 }
                 list.sort_by(|a, b| {
                     b.1.0.total_cmp(&a.1.0).then(b.1.1.total_cmp(&a.1.1)).then(a.2.cmp(&b.2))

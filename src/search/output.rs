@@ -144,24 +144,17 @@ pub fn geojson(results: &[QueryResult]) -> Result<Value> {
     Ok(json!({"type": "FeatureCollection", "features": features}))
 }
 
-#[cfg(feature = "gdal")]
+/// A hit's stored footprint (ISO WKB, as OGR wrote it) as a GeoJSON geometry (geozero:
+/// no GDAL needed, so the front binary answers GeoJSON queries without loading it).
 pub(crate) fn geometry(h: &Hit) -> Result<Value> {
+    use geozero::ToJson;
     let Some(wkb) = &h.geometry else { return Ok(Value::Null) };
-    let bad = |e: gdal::errors::GdalError| AcfError::Serialize {
+    let bad = |reason: String| AcfError::Serialize {
         what: format!("chip {} geometry", h.chip_id),
-        reason: format!("bad stored geometry: {e}"),
+        reason: format!("bad stored geometry: {reason}"),
     };
-    let g = gdal::vector::Geometry::from_wkb(wkb).map_err(bad)?;
-    let text = g.json().map_err(bad)?;
-    serde_json::from_str(&text).map_err(|e| AcfError::Serialize {
-        what: format!("chip {} geometry", h.chip_id),
-        reason: e.to_string(),
-    })
-}
-
-#[cfg(not(feature = "gdal"))]
-pub(crate) fn geometry(_h: &Hit) -> Result<Value> {
-    Err(AcfError::InvalidArgument("GeoJSON output needs GDAL (cargo feature `gdal`)".into()))
+    let text = geozero::wkb::Wkb(wkb.as_slice()).to_json().map_err(|e| bad(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
 }
 
 fn short_scene(scene: &str) -> String {

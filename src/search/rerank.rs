@@ -9,13 +9,13 @@ use std::time::Instant;
 use super::engine::{QueryResult, hit, open_for, rank, score_chips};
 use super::words::QueryReader;
 use crate::error::{AcfError, Result};
-use crate::model::model_dir::ModelDir;
+use crate::model::native::QueryModel;
 use crate::storage::{StoredChip, read_rows};
 
 /// Ranks the chips `chip_ids` of the index at `root` against `text` by S; the best `top_k`.
 /// Ids that are not in the index are reported (a warning) and left out.
 pub fn rerank(
-    model: &ModelDir,
+    model: &QueryModel,
     root: &Path,
     text: &str,
     chip_ids: &[String],
@@ -23,8 +23,8 @@ pub fn rerank(
     strict: bool,
 ) -> Result<QueryResult> {
     let index = open_for(root, model)?;
-    let read = QueryReader::new(&model.model.vocab).read(text, strict)?;
-    let (text_feats, _) = model.model.encode_captions(&[read.text().as_str()])?;
+    let read = QueryReader::new(&model.vocab).read(text, strict)?;
+    let encoded = model.encode(&read.text())?;
     // chip_id = <scene_id>_<col>_<row>: the scene's record names its part file.
     let live = index.live_parts()?;
     // A part written by `compact` holds several scenes: only this scene's rows are its.
@@ -71,7 +71,7 @@ pub fn rerank(
         )));
     }
     let refs: Vec<&StoredChip> = chips.iter().collect();
-    let scores = score_chips(model, &refs, &text_feats)?;
+    let scores = score_chips(model, &refs, &encoded)?;
     let hits =
         rank(&scores, top_k).into_iter().enumerate().map(|(r, i)| hit(r + 1, refs[i], scores[i])).collect();
     Ok(QueryResult {

@@ -7,31 +7,27 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use tch::Kind;
 
-use super::engine::{Hit, QueryOptions, QueryResult, rank, score_chips};
+use super::engine::{Hit, Located, QueryOptions, QueryResult, rank, score_chips, score_located};
 use super::scan::{Candidate, RowRef, TopN, dot};
 use super::words::QueryReader;
 use crate::error::{AcfError, Result};
-use crate::model::model_dir::ModelDir;
+use crate::model::native::QueryModel;
 use crate::storage::StoredChip;
 use crate::storage::snapshot::{SceneSlice, Snapshot};
 
 /// Runs one query against `snap` (exhaustive search is not offered here: it reads every
 /// chip's nodes).
 pub fn search_snapshot(
-    model: &ModelDir,
+    model: &QueryModel,
     snap: &Snapshot,
     query: &str,
     opts: &QueryOptions,
 ) -> Result<QueryResult> {
-    let reader = QueryReader::new(&model.model.vocab);
+    let reader = QueryReader::new(&model.vocab);
     let read = reader.read(query, opts.strict)?;
-    let text = read.text();
-    let (text_feats, _) = model.model.encode_captions(&[text.as_str()])?;
-    let q: Vec<f32> = Vec::<f32>::try_from(
-        text_feats.global.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]),
-    )?;
+    let encoded = model.encode(&read.text())?;
+    let q = &encoded.text.global;
     let mut result = QueryResult::new(query, &read);
     let f = &opts.filters;
     let start = Instant::now();
@@ -51,7 +47,7 @@ pub fn search_snapshot(
                     continue;
                 }
                 scanned += 1;
-                top.push(Candidate { at: RowRef { file: si, row }, sim_g: dot(s.part.global(row), &q) });
+                top.push(Candidate { at: RowRef { file: si, row }, sim_g: dot(s.part.global(row), q) });
             }
             (top, scanned)
         })
@@ -71,10 +67,26 @@ pub fn search_snapshot(
     for c in &candidates {
         wanted.entry(c.at.file).or_default().push(c.at.row);
     }
-    let read: Vec<Vec<(RowRef, StoredChip)>> = wanted
+    // Candidates of files laid out for direct reads are read into the scoring threads' own
+    // buffers (see `score_located`); any other file goes through the Arrow reader.
+    let mut located: Vec<(RowRef, Located<'_>)> = Vec::with_capacity(candidates.len());
+    let mut other: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (si, mut rows) in wanted {
+        rows.sort_unstable();
+        let part = &snap.slices[si].part;
+        match (part.file.locate_nodes(&rows), part.file.nodes_dtype()) {
+            (Some(places), Some(dtype)) => {
+                located.extend(rows.iter().zip(places).map(|(&row, (at, len))| {
+                    let chip = Located { part: &part.file, at, len, dtype, global: part.global(row) };
+                    (RowRef { file: si, row }, chip)
+                }))
+            }
+            _ => other.push((si, rows)),
+        }
+    }
+    let read: Vec<Vec<(RowRef, StoredChip)>> = other
         .into_par_iter()
-        .map(|(si, mut rows)| {
-            rows.sort_unstable();
+        .map(|(si, rows)| {
             let slice = &snap.slices[si];
             match read_candidates(slice, &rows) {
                 Ok(chips) => chips.into_iter().map(|c| (RowRef { file: si, row: c.row }, c)).collect(),
@@ -89,14 +101,22 @@ pub fn search_snapshot(
             }
         })
         .collect();
-    let chips: std::collections::HashMap<RowRef, StoredChip> = read.into_iter().flatten().collect();
-    let read_ms = start.elapsed().as_secs_f64() * 1e3;
-    let kept: Vec<(RowRef, &StoredChip)> =
-        candidates.iter().filter_map(|c| chips.get(&c.at).map(|s| (c.at, s))).collect();
-    let stored: Vec<&StoredChip> = kept.iter().map(|(_, s)| *s).collect();
-    let scores = score_chips(model, &stored, &text_feats)?;
-    result.scored = stored.len();
-    tracing::debug!(read_ms, score_ms = start.elapsed().as_secs_f64() * 1e3 - read_ms, "stage 2");
+    let read: Vec<(RowRef, StoredChip)> = read.into_iter().flatten().collect();
+    let chips: Vec<Located<'_>> = located.iter().map(|(_, c)| c.clone()).collect();
+    let mut kept: Vec<(RowRef, (f32, f32))> = located
+        .iter()
+        .zip(score_located(model, &chips, &encoded))
+        .filter_map(|((at, _), s)| s.map(|s| (*at, s)))
+        .collect();
+    let stored: Vec<&StoredChip> = read.iter().map(|(_, c)| c).collect();
+    kept.extend(read.iter().map(|(at, _)| *at).zip(score_chips(model, &stored, &encoded)?));
+    // Ties keep stage 1's order.
+    let order: std::collections::HashMap<RowRef, usize> =
+        candidates.iter().enumerate().map(|(i, c)| (c.at, i)).collect();
+    kept.sort_by_key(|(at, _)| order.get(at).copied().unwrap_or(usize::MAX));
+    let scores: Vec<(f32, f32)> = kept.iter().map(|(_, s)| *s).collect();
+    result.scored = kept.len();
+    tracing::debug!(ms = start.elapsed().as_secs_f64() * 1e3, "stage 2: read and scored");
     result.hits = rank(&scores, opts.top_k)
         .into_iter()
         .enumerate()
@@ -132,5 +152,5 @@ pub fn search_snapshot(
 /// [`PartFile::read_features`]: crate::storage::PartFile::read_features
 fn read_candidates(slice: &SceneSlice, rows: &[usize]) -> Result<Vec<StoredChip>> {
     let part = &slice.part;
-    part.file.read_features(rows, Some(&|row| part.global(row).to_vec()))
+    part.file.read_features(rows, part.dim, Some(&|row| part.global(row).to_vec()))
 }

@@ -50,7 +50,8 @@ impl Default for Limits {
 
 /// Everything a request handler shares.
 pub struct AppState {
-    pub models: super::ModelPool,
+    /// The query model (plain Rust, shared by every search).
+    pub model: std::sync::Arc<crate::model::native::QueryModel>,
     pub index: LiveIndex,
     pub limits: Limits,
     searches: Semaphore,
@@ -58,9 +59,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(models: super::ModelPool, index: LiveIndex, limits: Limits) -> AppState {
+    pub fn new(
+        model: std::sync::Arc<crate::model::native::QueryModel>,
+        index: LiveIndex,
+        limits: Limits,
+    ) -> AppState {
         AppState {
-            models,
+            model,
             index,
             searches: Semaphore::new(limits.concurrent_searches.max(1)),
             thumbnails: Mutex::new(ThumbnailCache::default()),
@@ -244,7 +249,7 @@ async fn search(
     let worker = state.clone();
     let result = tokio::task::spawn_blocking(move || {
         let snap = worker.index.snapshot();
-        worker.models.with(|model| crate::search::served::search_snapshot(model, &snap, &q, &opts))
+        crate::search::served::search_snapshot(&worker.model, &snap, &q, &opts)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("search failed: {e}")))??;
@@ -289,8 +294,8 @@ async fn info(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         "scenes": snap.slices.len(),
         "damaged_scenes": snap.damaged.len(),
         "part_files": snap.part_files(),
-        "model": state.models.name,
-        "model_fingerprint": state.models.fingerprint,
+        "model": state.model.config.name,
+        "model_fingerprint": state.model.fingerprint,
         "loaded_at": loaded,
         "limits": {
             "max_query_chars": state.limits.max_query_chars,

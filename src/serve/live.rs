@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
 use crate::error::{AcfError, Result};
-use crate::model::model_dir::ModelDir;
+use crate::model::native::QueryModel;
 use crate::storage::snapshot::Snapshot;
 use crate::storage::{INDEX_FILE, IndexDir, PARTS_DIR, SCENES_DIR};
 
@@ -40,13 +40,13 @@ pub struct LiveIndex {
 
 impl LiveIndex {
     /// Opens the index for `model` (which must be the index's) and loads it.
-    pub fn open(root: &Path, model: &ModelDir) -> Result<LiveIndex> {
+    pub fn open(root: &Path, model: &QueryModel) -> Result<LiveIndex> {
         let index = crate::search::engine::open_for(root, model)?;
         let live = LiveIndex {
             root: root.to_path_buf(),
             index,
             model_fingerprint: model.fingerprint.clone(),
-            dim: model.config().embed_dim as usize,
+            dim: model.config.embed_dim as usize,
             current: RwLock::new(Arc::new(Snapshot::default())),
             stamp: std::sync::Mutex::new(None),
             loaded_at: RwLock::new(SystemTime::now()),

@@ -10,11 +10,11 @@ pub mod page;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{AcfError, Result};
-use crate::model::model_dir::ModelDir;
+use crate::model::native::QueryModel;
 
 pub use api::Limits;
 
@@ -30,10 +30,9 @@ pub struct ServeOptions {
 
 /// Serves until SIGINT or SIGTERM; `ready` is called with the bound address once the
 /// index is loaded and the socket listens.
-pub fn serve(model: ModelDir, opts: &ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<()> {
+pub fn serve(model: QueryModel, opts: &ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<()> {
     let index = live::LiveIndex::open(&opts.index, &model)?;
-    let models = ModelPool::new(model, opts.limits.concurrent_searches)?;
-    let state = Arc::new(api::AppState::new(models, index, opts.limits.clone()));
+    let state = Arc::new(api::AppState::new(Arc::new(model), index, opts.limits.clone()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("acf-serve")
@@ -72,46 +71,6 @@ pub fn serve(model: ModelDir, opts: &ServeOptions, ready: impl FnOnce(SocketAddr
         refresher.abort();
         served.map_err(|e| AcfError::io(bound.to_string(), "server failed", e))
     })
-}
-
-/// One copy of the model per concurrent search: libtorch tensors may move between threads
-/// but not be shared, so each search borrows a copy for its run.
-pub struct ModelPool {
-    models: Vec<Mutex<ModelDir>>,
-    /// The model's name and fingerprint (for `/api/info`).
-    pub name: String,
-    pub fingerprint: String,
-}
-
-impl ModelPool {
-    /// `model` and `copies - 1` more loaded from its directory (which must not change).
-    pub fn new(model: ModelDir, copies: usize) -> Result<ModelPool> {
-        let (name, fingerprint) = (model.config().name.clone(), model.fingerprint.clone());
-        let mut models = Vec::with_capacity(copies.max(1));
-        for _ in 1..copies.max(1) {
-            let copy = ModelDir::load(&model.dir, model.model.device())?;
-            if copy.fingerprint != fingerprint {
-                return Err(AcfError::ModelMismatch {
-                    path: model.dir.clone(),
-                    reason: "model.safetensors changed while the server was loading it".into(),
-                });
-            }
-            models.push(Mutex::new(copy));
-        }
-        models.push(Mutex::new(model));
-        Ok(ModelPool { models, name, fingerprint })
-    }
-
-    /// Runs `f` with a free copy (waits for one when all are busy).
-    pub fn with<R>(&self, f: impl FnOnce(&ModelDir) -> R) -> R {
-        for m in &self.models {
-            if let Ok(model) = m.try_lock() {
-                return f(&model);
-            }
-        }
-        let model = self.models[0].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&model)
-    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -64,17 +64,6 @@ pub fn read_rows(
     read_columns(path, rows, batch, &COLUMNS, each)
 }
 
-/// [`read_rows`] reading only `global` and `nodes` (what scoring needs): the other fields of
-/// the returned chips are empty. Stage 2 scores N candidates this way and reads the full rows
-/// of the top k only.
-pub fn read_features(
-    path: &Path,
-    rows: &[usize],
-    mut each: impl FnMut(Vec<StoredChip>) -> Result<()>,
-) -> Result<()> {
-    each(PartFile::open(path)?.read_features(rows, None)?)
-}
-
 fn read_columns(
     path: &Path,
     rows: Option<&[usize]>,
@@ -173,20 +162,77 @@ impl PartFile {
     /// The `nodes` value of each of `rows` (sorted, unique), read straight from the file:
     /// one positioned read per chip of its value at the end of its data page (a page of r
     /// rows ends with their r values). This holds only for the layout `index` writes
-    /// (uncompressed PLAIN fixed-size values, no nulls), which is checked from the metadata; `None` when the file
-    /// is stored otherwise (the caller then uses [`PartFile::read`]).
+    /// (uncompressed PLAIN fixed-size values, no nulls), which is checked from the metadata;
+    /// `None` when the file is stored otherwise (the caller then uses [`PartFile::read`]).
     pub fn read_nodes_direct(&self, rows: &[usize]) -> Result<Option<Vec<Vec<u8>>>> {
-        use parquet::basic::{Compression, Type as PhysicalType};
+        self.read_tail_values(rows, columns::NODES, nodes_layout)
+    }
+
+    /// The `global` vector (`dim` floats) of each of `rows` (sorted, unique), read straight
+    /// from the file like [`PartFile::read_nodes_direct`]: a page of r rows of the
+    /// FixedSizeList column ends with their r × dim floats (every list whole, no nulls: what
+    /// `index` writes). `None` when the file is stored otherwise.
+    pub fn read_global_direct(&self, rows: &[usize], dim: usize) -> Result<Option<Vec<Vec<f32>>>> {
+        use parquet::basic::Type as PhysicalType;
+        let leaf = format!("{}.list.item", columns::GLOBAL);
+        let values = self.read_tail_values(rows, &leaf, |col, group_rows| {
+            // One level per item: whole lists of `dim` items, no null or empty list.
+            (col.column_type() == PhysicalType::FLOAT
+                && col.column_descr().max_rep_level() == 1
+                && col.num_values() == group_rows * dim as i64)
+                .then_some(dim as u64 * 4)
+        })?;
+        Ok(values.map(|all| {
+            all.iter()
+                .map(|b| b.chunks_exact(4).map(|f| f32::from_le_bytes([f[0], f[1], f[2], f[3]])).collect())
+                .collect()
+        }))
+    }
+
+    /// The bytes each of `rows` holds at the end of its data page in column `leaf_path`,
+    /// `value_len` bytes a row as `layout` derives it from the column chunk's metadata and
+    /// its row group's row count (None: not laid out so). Uncompressed chunks only.
+    fn read_tail_values(
+        &self,
+        rows: &[usize],
+        leaf_path: &str,
+        layout: impl Fn(&parquet::file::metadata::ColumnChunkMetaData, i64) -> Option<u64>,
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        let Some(places) = self.locate_tail_values(rows, leaf_path, layout) else { return Ok(None) };
+        let mut out = Vec::with_capacity(places.len());
+        for (at, len) in places {
+            let mut value = vec![0u8; len];
+            self.read_at(&mut value, at)?;
+            out.push(value);
+        }
+        Ok(Some(out))
+    }
+
+    /// Fills `buf` from byte `at` of the file (one positioned read).
+    pub fn read_at(&self, buf: &mut [u8], at: u64) -> Result<()> {
         use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(buf, at).map_err(|e| AcfError::io(&self.path, "cannot read part file", e))
+    }
+
+    /// Where each of `rows` (sorted, unique) keeps its `nodes` value in the file: (offset,
+    /// length), for callers that read it into their own buffer; `None` when the file is not
+    /// laid out for direct reads (see [`PartFile::read_nodes_direct`]).
+    pub fn locate_nodes(&self, rows: &[usize]) -> Option<Vec<(u64, usize)>> {
+        self.locate_tail_values(rows, columns::NODES, nodes_layout)
+    }
+
+    fn locate_tail_values(
+        &self,
+        rows: &[usize],
+        leaf_path: &str,
+        layout: impl Fn(&parquet::file::metadata::ColumnChunkMetaData, i64) -> Option<u64>,
+    ) -> Option<Vec<(u64, usize)>> {
+        use parquet::basic::Compression;
         let meta = self.meta.metadata();
-        let Some(offsets) = meta.offset_index() else { return Ok(None) };
-        let leaf = meta
-            .file_metadata()
-            .schema_descr()
-            .columns()
-            .iter()
-            .position(|c| c.path().string() == columns::NODES);
-        let Some(leaf) = leaf else { return Ok(None) };
+        let offsets = meta.offset_index()?;
+        let leaf =
+            meta.file_metadata().schema_descr().columns().iter().position(|c| c.path().string() == leaf_path);
+        let leaf = leaf?;
         // Row groups: first row of each.
         let mut firsts = Vec::with_capacity(meta.num_row_groups());
         let mut at = 0usize;
@@ -200,45 +246,37 @@ impl PartFile {
             let (Some(rg), Some(pages)) =
                 (meta.row_groups().get(g), offsets.get(g).and_then(|c| c.get(leaf)))
             else {
-                return Ok(None);
+                return None;
             };
             let col = rg.column(leaf);
-            let value_len = col.column_descr().type_length();
-            let no_nulls = col.column_descr().max_def_level() == 0
-                || col.statistics().and_then(|s| s.null_count_opt()) == Some(0);
-            if col.column_type() != PhysicalType::FIXED_LEN_BYTE_ARRAY
-                || col.compression() != Compression::UNCOMPRESSED
-                || value_len <= 0
-                || !no_nulls
-            {
-                return Ok(None);
-            }
+            let value_len =
+                layout(col, rg.num_rows()).filter(|_| col.compression() == Compression::UNCOMPRESSED)?;
             let in_group = (row - firsts[g]) as i64;
             let locations = pages.page_locations();
             let p = locations.partition_point(|l| l.first_row_index <= in_group).saturating_sub(1);
-            let Some(page) = locations.get(p) else { return Ok(None) };
+            let page = locations.get(p)?;
             let next_first = locations.get(p + 1).map_or(rg.num_rows(), |l| l.first_row_index);
-            // A page of r rows ends with their r values, back to back (no levels: not null,
-            // not repeated; PLAIN; uncompressed).
+            // A page of r rows ends with their r values, back to back (PLAIN, uncompressed;
+            // levels, when the column has them, come first).
             let (r, i) =
                 ((next_first - page.first_row_index) as u64, (in_group - page.first_row_index) as u64);
-            let (size, value_len) = (page.compressed_page_size as u64, value_len as u64);
-            if r == 0
-                || i >= r
-                || size <= r * value_len
-                || page.offset < 0
-                || col.column_descr().max_rep_level() != 0
-            {
-                return Ok(None);
+            let size = page.compressed_page_size as u64;
+            if r == 0 || i >= r || size <= r * value_len || page.offset < 0 {
+                return None;
             }
-            let mut value = vec![0u8; value_len as usize];
-            let at = page.offset as u64 + size - (r - i) * value_len;
-            self.file
-                .read_exact_at(&mut value, at)
-                .map_err(|e| AcfError::io(&self.path, "cannot read part file", e))?;
-            out.push(value);
+            out.push((page.offset as u64 + size - (r - i) * value_len, value_len as usize));
         }
-        Ok(Some(out))
+        Some(out)
+    }
+
+    /// Whole-row reads of `rows` (sorted, unique) without `nodes`: what a hit shows.
+    pub fn read_catalog(&self, rows: &[usize]) -> Result<Vec<StoredChip>> {
+        let mut chips = Vec::with_capacity(rows.len());
+        self.read(Some(rows), 1024, CATALOG_COLUMNS, |batch| {
+            chips.extend(batch);
+            Ok(())
+        })?;
+        Ok(chips)
     }
 
     /// `global` and `nodes` of `rows` (sorted, unique): `nodes` straight from their pages
@@ -248,6 +286,7 @@ impl PartFile {
     pub fn read_features(
         &self,
         rows: &[usize],
+        dim: usize,
         known_global: Option<&dyn Fn(usize) -> Vec<f32>>,
     ) -> Result<Vec<StoredChip>> {
         let mut chips = Vec::with_capacity(rows.len());
@@ -258,10 +297,15 @@ impl PartFile {
                 Some(global) => {
                     chips.extend(rows.iter().map(|&row| StoredChip { global: global(row), ..empty(row) }))
                 }
-                None => self.read(Some(rows), 1024, &[columns::GLOBAL], |batch| {
-                    chips.extend(batch);
-                    Ok(())
-                })?,
+                None => match self.read_global_direct(rows, dim)? {
+                    Some(globals) => chips.extend(
+                        rows.iter().zip(globals).map(|(&row, global)| StoredChip { global, ..empty(row) }),
+                    ),
+                    None => self.read(Some(rows), 1024, &[columns::GLOBAL], |batch| {
+                        chips.extend(batch);
+                        Ok(())
+                    })?,
+                },
             }
             if chips.len() == nodes.len() {
                 for (c, n) in chips.iter_mut().zip(nodes) {
@@ -465,6 +509,19 @@ fn decode(batch: &RecordBatch, rows: &[usize], path: &Path) -> Result<Vec<Stored
 
 fn bad(path: &Path, e: parquet::errors::ParquetError) -> AcfError {
     AcfError::Index { path: path.to_path_buf(), reason: format!("cannot read Parquet: {e}") }
+}
+
+/// The byte length of one `nodes` value when the chunk is laid out for direct reads
+/// (fixed-size binary, not repeated, no nulls).
+fn nodes_layout(col: &parquet::file::metadata::ColumnChunkMetaData, _rows: i64) -> Option<u64> {
+    use parquet::basic::Type as PhysicalType;
+    let descr = col.column_descr();
+    let no_nulls = descr.max_def_level() == 0 || col.statistics().and_then(|s| s.null_count_opt()) == Some(0);
+    (col.column_type() == PhysicalType::FIXED_LEN_BYTE_ARRAY
+        && descr.max_rep_level() == 0
+        && descr.type_length() > 0
+        && no_nulls)
+        .then_some(descr.type_length() as u64)
 }
 
 #[cfg(test)]

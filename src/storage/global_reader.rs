@@ -187,15 +187,16 @@ impl GlobalReader {
         else {
             return 0;
         };
-        let Ok(file) = self.file.try_clone().map(Arc::new) else { return 0 };
         for (done, g) in groups.iter().enumerate() {
-            let Some(values) =
-                super::global_column::read_row_group(&file, self.meta.row_group(g.index), column, dim)
-            else {
+            let read = super::global_column::scan_row_group(
+                &self.file,
+                self.meta.row_group(g.index),
+                column,
+                dim,
+                |i, v| each(GlobalRow { row: g.first_row + i, global: v, bbox: None, acquired_us: None }),
+            );
+            if !read {
                 return done;
-            };
-            for (i, v) in values.chunks_exact(dim).enumerate() {
-                each(GlobalRow { row: g.first_row + i, global: v, bbox: None, acquired_us: None });
             }
         }
         groups.len()

@@ -87,7 +87,7 @@ impl IndexHeader {
     pub fn model_mismatch(
         &self,
         root: &Path,
-        model: &crate::model::ModelDir,
+        model: &impl crate::model::ModelIdentity,
         this: &str,
         hint: &str,
     ) -> AcfError {
@@ -99,14 +99,14 @@ impl IndexHeader {
                 crate::files::short_fingerprint(&self.model_fingerprint),
                 model.config().name,
                 model.short_fingerprint(),
-                model.dir.display()
+                model.dir().display()
             ),
         }
     }
 
     /// The header of a new index of `model`'s features.
     pub fn for_model(
-        model: &crate::model::ModelDir,
+        model: &impl crate::model::ModelIdentity,
         nodes_dtype: NodesDtype,
         created_by: String,
         created_at: u64,
@@ -114,7 +114,7 @@ impl IndexHeader {
     ) -> Self {
         IndexHeader {
             schema_version: SCHEMA_VERSION,
-            model_fingerprint: model.fingerprint.clone(),
+            model_fingerprint: model.fingerprint().to_string(),
             model_name: model.config().name.clone(),
             model_config: serde_json::to_value(model.config()).unwrap_or_default(),
             nodes_dtype,

@@ -25,7 +25,7 @@ mod rows;
 mod schema;
 pub mod snapshot;
 
-pub use chip_reader::{PartFile, StoredChip, read_features, read_rows};
+pub use chip_reader::{PartFile, StoredChip, read_rows};
 pub use commit::{SceneMeta, now_s};
 pub use global_reader::{GlobalReader, GlobalRow, RowGroupSummary};
 pub use index_dir::{

@@ -134,7 +134,7 @@ mod tests {
         let pixels = Tensor::randint(256, [3, 3, 224, 224], (Kind::Uint8, Device::Cpu));
         let caps = ["a plane at the airport", "boats in a harbor", "a green tennis court"];
         let enc: Vec<Encoded> = caps.iter().map(|c| model.vocab.encode(c, 32)).collect();
-        let (ids, lengths) = model.vocab.batch(&enc);
+        let (ids, lengths) = crate::model::text_encoder::batch(&enc);
         let img = model.encode_pixels(&pixels, true);
         let txt = model.encode_ids(&ids, &lengths, true);
         let s = scoring::score_matrix(&img, &txt, &cfg.scoring);

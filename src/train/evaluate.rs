@@ -87,7 +87,7 @@ pub fn score_all(
     let t = set.captions.len();
     let mut columns: Vec<Tensor> = Vec::new();
     for chunk in set.captions.chunks(128) {
-        let (ids, lengths) = crate::model::Vocab::batch_ids(chunk.iter().map(Vec::as_slice));
+        let (ids, lengths) = crate::model::text_encoder::batch_ids(chunk.iter().map(Vec::as_slice));
         let text = model.encode_ids(&ids, &lengths, false);
         columns.push(scoring::score_matrix_chunked(images, &text, scoring_cfg, 64));
     }

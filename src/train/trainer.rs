@@ -256,7 +256,7 @@ pub fn train_step(
     let n = batch.image_ids.len() as i64;
     let device = model.device();
     let pixels = Tensor::from_slice(&batch.pixels).reshape([n, 3, size, size]).to_device(device);
-    let (ids, lengths) = Vocab::batch_ids(batch.captions.iter().map(Vec::as_slice));
+    let (ids, lengths) = crate::model::text_encoder::batch_ids(batch.captions.iter().map(Vec::as_slice));
     let images = model.encode_pixels(&pixels, true);
     let texts = model.encode_ids(&ids, &lengths, true);
     let s = scoring::score_matrix(&images, &texts, &model.config.scoring);

@@ -1,0 +1,194 @@
+//! libtorch-free inference for queries: the text encoder and the score S of one query
+//! against stored chips, in plain Rust. `acf-index query` runs on this alone, so its binary
+//! does not load libtorch (0.25 s of dynamic linking and operator registration before
+//! `main`); `serve` and `rerank` use it too, so every search path scores the same way.
+//! The tests below hold it to the libtorch model (`model::text_encoder`, `model::scoring`).
+
+pub mod linalg;
+pub mod score;
+pub mod text;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+pub use score::{ScoringQuery, Scratch};
+pub use text::{EncodedText, TextEncoder};
+
+use super::config::Config;
+use super::model_dir::{CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE};
+use super::vocab::Vocab;
+use crate::error::{AcfError, Result};
+
+/// What a query needs of a model directory: config, vocabulary, text encoder weights and
+/// the fingerprint (sha256 of `model.safetensors`) that indexes record.
+#[derive(Debug, Clone)]
+pub struct QueryModel {
+    pub config: Config,
+    pub vocab: Vocab,
+    pub dir: PathBuf,
+    /// Hex sha256 of `model.safetensors`, as `ModelDir` reports it.
+    pub fingerprint: String,
+    text: TextEncoder,
+}
+
+impl QueryModel {
+    /// Loads and checks a model directory's query half (errors as `ModelDir::load`'s).
+    pub fn load(dir: &Path) -> Result<QueryModel> {
+        if !dir.is_dir() {
+            return Err(AcfError::NotAModel { path: dir.to_path_buf(), reason: "no such directory".into() });
+        }
+        for file in [CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE] {
+            if !dir.join(file).is_file() {
+                return Err(AcfError::NotAModel {
+                    path: dir.to_path_buf(),
+                    reason: format!("{file} is missing"),
+                });
+            }
+        }
+        let config = Config::load(&dir.join(CONFIG_FILE))?;
+        let vocab = Vocab::load(&dir.join(VOCAB_FILE))?;
+        let path = dir.join(WEIGHTS_FILE);
+        let weights = weights::Weights::open(&path)?;
+        let fingerprint = crate::files::cached_fingerprint(&path, weights.bytes());
+        if !weights.has("text.embed.weight") {
+            return Err(AcfError::ModelMismatch {
+                path: path.clone(),
+                reason: format!("{WEIGHTS_FILE} has no text encoder (tensor 'text.embed.weight')"),
+            });
+        }
+        let text = TextEncoder::load(&weights, &config, vocab.len())?;
+        Ok(QueryModel { config, vocab, dir: dir.to_path_buf(), fingerprint, text })
+    }
+
+    /// Encodes a caption of known words (`ReadQuery::text`), ready for scoring; refuses a
+    /// caption without any known word.
+    pub fn encode(&self, caption: &str) -> Result<ScoringQuery> {
+        let encoded = self.vocab.encode_known(caption, self.config.text.max_tokens as usize)?;
+        Ok(ScoringQuery::new(self.text.encode(&encoded.ids)))
+    }
+
+    /// S(I, T) of `query` against one chip (`regions` k × D with unit rows, `sim_g`).
+    pub fn score(&self, query: &ScoringQuery, regions: &[f32], sim_g: f32, scratch: &mut Scratch) -> f32 {
+        score::score(&self.config.scoring, query, regions, sim_g, scratch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind, Tensor};
+
+    use super::*;
+    use crate::model::config::Correction;
+    use crate::model::{AcfModel, ImageFeatures, model_dir};
+
+    fn vocab() -> Vocab {
+        Vocab::build(
+            ["a tennis court near a road", "many planes at an airport", "green trees around a pond"],
+            1,
+        )
+    }
+
+    /// A random pvig-nano model saved to a directory, loaded both ways.
+    fn both(cfg: Config) -> (tempfile::TempDir, AcfModel, QueryModel) {
+        tch::manual_seed(3);
+        let model = AcfModel::new(cfg, vocab(), Device::Cpu);
+        // Untrained GAT/GRU weights are small; scale them so that the test sees real dynamics.
+        tch::no_grad(|| {
+            for (name, mut var) in model.var_store().variables() {
+                if name.starts_with("text.") {
+                    let _ = var.f_mul_scalar_(3.0);
+                }
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        model_dir::save(&model, dir.path(), "# card\n").unwrap();
+        let native = QueryModel::load(dir.path()).unwrap();
+        (dir, model, native)
+    }
+
+    fn to_vec(t: &Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(t.to_kind(Kind::Float).contiguous().view([-1])).unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn text_encoder_matches_libtorch() {
+        for use_gat in [true, false] {
+            let mut cfg = Config::pvig_nano();
+            cfg.text.use_gat = use_gat;
+            let (_dir, model, native) = both(cfg);
+            for caption in ["tennis court near road", "planes", "green trees around a pond near an airport"] {
+                let (t, _) = model.encode_captions(&[caption]).unwrap();
+                let q = native.encode(caption).unwrap();
+                let m = t.words.size()[1] as usize;
+                assert_eq!(q.text.m, m, "{caption}");
+                assert!(
+                    max_diff(&q.text.words, &to_vec(&t.words)) < 2e-5,
+                    "{caption}: words (gat {use_gat})"
+                );
+                assert!(
+                    max_diff(&q.text.global, &to_vec(&t.global)) < 2e-5,
+                    "{caption}: global (gat {use_gat})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn scores_match_libtorch_in_every_scoring_mode() {
+        let (_dir, model, mut native) = both(Config::pvig_nano());
+        let (n, k, d) = (12, 49, 512);
+        let unit = |x: Tensor| {
+            let norm = x.square().sum_dim_intlist(-1, true, None::<Kind>).sqrt();
+            x / norm
+        };
+        let regions = unit(Tensor::randn([n, k, d], (Kind::Float, Device::Cpu)));
+        let base = unit(Tensor::randn([n, d], (Kind::Float, Device::Cpu)));
+        let caption = "tennis court near a road";
+        let (t, _) = model.encode_captions(&[caption]).unwrap();
+        // Images correlated with the query, so that sim_g spans both sides of p.
+        let mix = Tensor::linspace(-0.9, 0.9, n, (Kind::Float, Device::Cpu)).view([n, 1]);
+        let global = unit(&base * (1.0 - mix.abs()) + t.global.expand([n, d], false) * &mix);
+        let images = ImageFeatures { regions, global };
+        let flat = to_vec(&images.regions);
+        for correction in [Correction::Logits, Correction::Off] {
+            for filtering in [true, false] {
+                for global_component in [true, false] {
+                    let mut cfg = model.config.scoring.clone();
+                    cfg.correction = correction;
+                    cfg.filtering = filtering;
+                    cfg.global_component = global_component;
+                    let want = to_vec(&crate::model::scoring::score_matrix(&images, &t, &cfg));
+                    let sim = to_vec(&crate::model::scoring::global_similarity(&images, &t));
+                    native.config.scoring = cfg.clone();
+                    let q = native.encode(caption).unwrap();
+                    let mut scratch = Scratch::default();
+                    let chip = (k * d) as usize;
+                    let got: Vec<f32> = (0..n as usize)
+                        .map(|i| native.score(&q, &flat[i * chip..(i + 1) * chip], sim[i], &mut scratch))
+                        .collect();
+                    assert!(
+                        max_diff(&got, &want) < 1e-4,
+                        "{correction:?} filtering {filtering} global {global_component}: {got:?} vs {want:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_model_without_text_weights_or_with_another_vocab_is_refused() {
+        let (dir, _model, _native) = both(Config::pvig_nano());
+        let other = Vocab::build(["only three words"], 1);
+        other.save(&dir.path().join(VOCAB_FILE)).unwrap();
+        let err = QueryModel::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("text.embed.weight") && err.contains("vocab.json has"), "{err}");
+        std::fs::remove_file(dir.path().join(WEIGHTS_FILE)).unwrap();
+        let err = QueryModel::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("model.safetensors is missing"), "{err}");
+    }
+}
