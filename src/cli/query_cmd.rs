@@ -204,7 +204,7 @@ pub fn rerank(
 
 /// Runs `serve` until SIGINT/SIGTERM.
 pub fn serve(args: super::args::ServeArgs) -> Result<()> {
-    let model = super::model_arg::load_query_model(&args.model)?;
+    let model = super::model_arg::load_query_model(&args.model)?.resident();
     tracing::info!(model = %model.dir.display(), fingerprint = crate::model::ModelIdentity::short_fingerprint(&model), "model loaded");
     let opts = crate::serve::ServeOptions {
         index: args.index.clone(),

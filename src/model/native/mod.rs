@@ -60,6 +60,12 @@ impl QueryModel {
         Ok(QueryModel { config, vocab, dir: dir.to_path_buf(), fingerprint, text })
     }
 
+    /// The model with its weights copied into memory, independent of the file from then on
+    /// (for `serve`, which runs for days while files may be replaced).
+    pub fn resident(self) -> QueryModel {
+        QueryModel { text: self.text.resident(), ..self }
+    }
+
     /// Encodes a caption of known words (`ReadQuery::text`), ready for scoring; refuses a
     /// caption without any known word.
     pub fn encode(&self, caption: &str) -> Result<ScoringQuery> {
@@ -75,6 +81,8 @@ impl QueryModel {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use tch::{Device, Kind, Tensor};
 
     use super::*;
@@ -178,6 +186,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_resident_model_ignores_its_file_being_overwritten_in_place() {
+        let (dir, _model, native) = both(Config::pvig_nano());
+        let before = native.encode("tennis court near a road").unwrap();
+        let resident = native.resident();
+        let path = dir.path().join(WEIGHTS_FILE);
+        let len = std::fs::metadata(&path).unwrap().len() as usize;
+        // What `cp other.safetensors model.safetensors` does: the same inode, rewritten.
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().write_all(&vec![0u8; len]).unwrap();
+        let after = resident.encode("tennis court near a road").unwrap();
+        assert_eq!(before.text.words, after.text.words);
+        assert_eq!(before.text.global, after.text.global);
     }
 
     #[test]

@@ -19,6 +19,16 @@ struct Gru {
 }
 
 impl Gru {
+    fn resident(&self) -> Gru {
+        Gru {
+            w_ih: self.w_ih.resident(),
+            w_hh: self.w_hh.resident(),
+            b_ih: self.b_ih.resident(),
+            b_hh: self.b_hh.resident(),
+            hidden: self.hidden,
+        }
+    }
+
     fn load(w: &Weights, prefix: &str, input: usize, hidden: usize) -> Result<Gru> {
         Ok(Gru {
             w_ih: w.get(&format!("{prefix}.weight_ih_l0"), &[3 * hidden, input], "")?,
@@ -122,6 +132,23 @@ pub struct EncodedText {
 }
 
 impl TextEncoder {
+    /// The encoder with every array copied out of the mapped weights file.
+    pub fn resident(&self) -> TextEncoder {
+        TextEncoder {
+            embed: self.embed.resident(),
+            fwd: self.fwd.resident(),
+            bwd: self.bwd.resident(),
+            gat: self.gat.as_ref().map(|g| Gat {
+                proj: g.proj.resident(),
+                att_src: g.att_src.resident(),
+                att_dst: g.att_dst.resident(),
+                heads: g.heads,
+                slope: g.slope,
+            }),
+            dim: self.dim,
+        }
+    }
+
     /// Reads the encoder for a vocabulary of `vocab_size` words with sizes from `cfg`.
     pub fn load(w: &Weights, cfg: &Config, vocab_size: usize) -> Result<TextEncoder> {
         let (dim, word_dim) = (cfg.embed_dim as usize, cfg.text.word_dim as usize);

@@ -3,7 +3,9 @@
 //! against what the config and vocabulary expect.
 //!
 //! The mapping is only read; `save` replaces weights files by rename, never in place, so a
-//! mapped file does not change under a running search.
+//! mapped file does not change under a running search. A long-running process (`serve`)
+//! copies the arrays out ([`Array::resident`]): an operator's in-place `cp` over the file
+//! must not change or break a server's weights.
 
 use std::ops::Range;
 use std::path::Path;
@@ -30,6 +32,11 @@ enum Data {
 }
 
 impl Array {
+    /// The same array copied out of the mapped file, so that it no longer depends on it.
+    pub fn resident(&self) -> Array {
+        Array { shape: self.shape.clone(), data: Data::Owned(self.data().to_vec()) }
+    }
+
     /// The values, row-major.
     pub fn data(&self) -> &[f32] {
         match &self.data {
