@@ -170,25 +170,50 @@ pub fn search(
         wanted.entry(c.at.file).or_default().insert(c.at.row);
     }
     // Files are opened once and read in parallel; each read touches only its rows' bytes.
-    // Scoring needs only `global` and `nodes`; the other columns are read for the top k.
+    // Files laid out for direct reads give their candidates' `global` (2 KB a chip) and the
+    // places of their `nodes`, which the scoring threads read into their own buffers; other
+    // files go through the Arrow reader. The other columns are read for the top k only.
     let parts = open_parts(&file_refs, wanted.keys().copied());
     tracing::debug!(
         ms = start.elapsed().as_secs_f64() * 1e3,
         files = parts.len(),
         "stage 2: part files opened"
     );
-    let chips = fetch(&file_refs, &parts, wanted, |p, rows| p.read_features(rows, dim, None));
-    tracing::debug!(ms = start.elapsed().as_secs_f64() * 1e3, rows = chips.len(), "stage 2: features read");
+    let direct: HashMap<usize, DirectRows> = wanted
+        .par_iter()
+        .filter_map(|(f, rows)| {
+            let rows: Vec<usize> = rows.iter().copied().collect();
+            Some((*f, DirectRows::read(parts.get(f)?, rows, dim)?))
+        })
+        .collect();
+    let rest: BTreeMap<usize, BTreeSet<usize>> =
+        wanted.into_iter().filter(|(f, _)| !direct.contains_key(f)).collect();
+    let chips = fetch(&file_refs, &parts, rest, |p, rows| p.read_features(rows, dim, None));
+    tracing::debug!(
+        ms = start.elapsed().as_secs_f64() * 1e3,
+        direct = direct.len(),
+        "stage 2: features located"
+    );
     let mut ranked: Vec<Vec<(RowRef, (f32, f32))>> = Vec::with_capacity(results.len());
     for (qi, (result, cands)) in results.iter_mut().zip(&candidates).enumerate() {
-        let kept: Vec<(RowRef, &StoredChip)> =
-            cands.iter().filter_map(|c| chips.get(&c.at).map(|s| (c.at, s))).collect();
-        let stored: Vec<&StoredChip> = kept.iter().map(|(_, s)| *s).collect();
         let scoring = Instant::now();
-        let scores = score_chips(model, &stored, &encoded[qi])?;
-        tracing::debug!(ms = scoring.elapsed().as_secs_f64() * 1e3, chips = stored.len(), "stage 2: scored");
-        ranked.push(rank(&scores, opts.top_k).into_iter().map(|i| (kept[i].0, scores[i])).collect());
-        result.scored = stored.len();
+        let located = |at: RowRef| {
+            let d = direct.get(&at.file)?;
+            let i = d.rows.binary_search(&at.row).ok()?;
+            let (offset, len) = d.places[i];
+            Some(Located {
+                part: parts.get(&at.file)?,
+                at: offset,
+                len,
+                dtype: d.dtype,
+                global: &d.globals[i],
+            })
+        };
+        let kept = score_candidates(model, &encoded[qi], cands, located, |at| chips.get(&at))?;
+        tracing::debug!(ms = scoring.elapsed().as_secs_f64() * 1e3, chips = kept.len(), "stage 2: scored");
+        let scores: Vec<(f32, f32)> = kept.iter().map(|(_, s)| *s).collect();
+        ranked.push(rank(&scores, opts.top_k).into_iter().map(|i| kept[i]).collect());
+        result.scored = kept.len();
         result.chips_scanned = stats.chips_scanned;
         result.stage1_ms = stage1_ms;
     }
@@ -328,6 +353,55 @@ pub(crate) fn rank(scores: &[(f32, f32)], k: usize) -> Vec<usize> {
     });
     order.truncate(k);
     order
+}
+
+/// The candidates of one part file laid out for direct reads: their rows (sorted), `global`
+/// vectors and where their `nodes` are.
+struct DirectRows {
+    rows: Vec<usize>,
+    globals: Vec<Vec<f32>>,
+    places: Vec<(u64, usize)>,
+    dtype: NodesDtype,
+}
+
+impl DirectRows {
+    fn read(part: &PartFile, rows: Vec<usize>, dim: usize) -> Option<DirectRows> {
+        let dtype = part.nodes_dtype()?;
+        let places = part.locate_nodes(&rows)?;
+        let globals = part.read_global_direct(&rows, dim).ok()??;
+        Some(DirectRows { rows, globals, places, dtype })
+    }
+}
+
+/// (S, sim_g) of `query` for each candidate, in the candidates' (stage 1) order: located ones
+/// read and scored by [`score_located`], the others from their read rows by [`score_chips`];
+/// candidates that are neither, or whose bytes cannot be read, drop out.
+pub(crate) fn score_candidates<'a>(
+    model: &QueryModel,
+    query: &ScoringQuery,
+    candidates: &[Candidate],
+    located: impl Fn(RowRef) -> Option<Located<'a>>,
+    stored: impl Fn(RowRef) -> Option<&'a StoredChip>,
+) -> Result<Vec<(RowRef, (f32, f32))>> {
+    let mut by_place: Vec<(usize, Located<'a>)> = Vec::new();
+    let mut by_row: Vec<(usize, &'a StoredChip)> = Vec::new();
+    for (i, c) in candidates.iter().enumerate() {
+        if let Some(l) = located(c.at) {
+            by_place.push((i, l));
+        } else if let Some(s) = stored(c.at) {
+            by_row.push((i, s));
+        }
+    }
+    let chips: Vec<Located<'a>> = by_place.iter().map(|(_, l)| l.clone()).collect();
+    let mut scored: Vec<(usize, (f32, f32))> = by_place
+        .iter()
+        .zip(score_located(model, &chips, query))
+        .filter_map(|((i, _), s)| s.map(|s| (*i, s)))
+        .collect();
+    let rows: Vec<&StoredChip> = by_row.iter().map(|(_, s)| *s).collect();
+    scored.extend(by_row.iter().map(|(i, _)| *i).zip(score_chips(model, &rows, query)?));
+    scored.sort_unstable_by_key(|(i, _)| *i);
+    Ok(scored.into_iter().map(|(i, s)| (candidates[i].at, s)).collect())
 }
 
 /// The part files `wanted` (indexes into `files`), opened (footer and page index parsed) in

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::engine::{Hit, Located, QueryOptions, QueryResult, rank, score_chips, score_located};
+use super::engine::{Hit, Located, QueryOptions, QueryResult, rank, score_candidates};
 use super::scan::{Candidate, RowRef, TopN, dot};
 use super::words::QueryReader;
 use crate::error::{AcfError, Result};
@@ -69,18 +69,16 @@ pub fn search_snapshot(
     }
     // Candidates of files laid out for direct reads are read into the scoring threads' own
     // buffers (see `score_located`); any other file goes through the Arrow reader.
-    let mut located: Vec<(RowRef, Located<'_>)> = Vec::with_capacity(candidates.len());
+    let mut places: std::collections::HashMap<RowRef, Located<'_>> = Default::default();
     let mut other: Vec<(usize, Vec<usize>)> = Vec::new();
     for (si, mut rows) in wanted {
         rows.sort_unstable();
         let part = &snap.slices[si].part;
         match (part.file.locate_nodes(&rows), part.file.nodes_dtype()) {
-            (Some(places), Some(dtype)) => {
-                located.extend(rows.iter().zip(places).map(|(&row, (at, len))| {
-                    let chip = Located { part: &part.file, at, len, dtype, global: part.global(row) };
-                    (RowRef { file: si, row }, chip)
-                }))
-            }
+            (Some(found), Some(dtype)) => places.extend(rows.iter().zip(found).map(|(&row, (at, len))| {
+                let chip = Located { part: &part.file, at, len, dtype, global: part.global(row) };
+                (RowRef { file: si, row }, chip)
+            })),
             _ => other.push((si, rows)),
         }
     }
@@ -101,19 +99,9 @@ pub fn search_snapshot(
             }
         })
         .collect();
-    let read: Vec<(RowRef, StoredChip)> = read.into_iter().flatten().collect();
-    let chips: Vec<Located<'_>> = located.iter().map(|(_, c)| c.clone()).collect();
-    let mut kept: Vec<(RowRef, (f32, f32))> = located
-        .iter()
-        .zip(score_located(model, &chips, &encoded))
-        .filter_map(|((at, _), s)| s.map(|s| (*at, s)))
-        .collect();
-    let stored: Vec<&StoredChip> = read.iter().map(|(_, c)| c).collect();
-    kept.extend(read.iter().map(|(at, _)| *at).zip(score_chips(model, &stored, &encoded)?));
-    // Ties keep stage 1's order.
-    let order: std::collections::HashMap<RowRef, usize> =
-        candidates.iter().enumerate().map(|(i, c)| (c.at, i)).collect();
-    kept.sort_by_key(|(at, _)| order.get(at).copied().unwrap_or(usize::MAX));
+    let read: std::collections::HashMap<RowRef, StoredChip> = read.into_iter().flatten().collect();
+    let kept =
+        score_candidates(model, &encoded, &candidates, |at| places.get(&at).cloned(), |at| read.get(&at))?;
     let scores: Vec<(f32, f32)> = kept.iter().map(|(_, s)| *s).collect();
     result.scored = kept.len();
     tracing::debug!(ms = start.elapsed().as_secs_f64() * 1e3, "stage 2: read and scored");

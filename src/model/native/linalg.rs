@@ -1,60 +1,12 @@
-//! The few dense operations query-time inference needs, on row-major `f32` slices. Products
-//! go through `matrixmultiply` (blocked, AVX2/FMA chosen at run time); the rest are loops.
-
-/// `c (m×n) = a (m×k) · b (k×n)`, all row-major; `c` is overwritten.
-pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
-    debug_assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    // SAFETY: the slices hold at least the m×k, k×n and m×n elements addressed with these
-    // strides (checked above in debug builds and by every caller's construction).
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
-}
-
-/// `c (m×n) = a (m×k) · bᵀ` where `b` is (n×k) row-major (a product with a weight matrix
-/// stored as PyTorch stores it, out × in); `c` is overwritten.
-pub fn matmul_bt(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
-    debug_assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
-    // SAFETY: as in `matmul`; bᵀ is addressed with row stride 1 and column stride k.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            1,
-            k as isize,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
-}
+//! The few dense operations query-time inference needs, on row-major `f32` slices, written
+//! out: a query's products are all "many rows against a few vectors" (a 49 × 512 region
+//! block against 5 words, a 1536 × 512 GRU matrix against one state), where a blocked GEMM
+//! (matrixmultiply was tried) spends more time packing the big operand than multiplying
+//! (measured: 13% of a query in packing, 6% in the kernel). Compiled for AVX2+FMA too and
+//! chosen at run time.
 
 /// `out (k×m)[i][j] = a_i · w_j` for the rows of `a` (k×d) and `w` (m×d): the similarity
-/// block of Eq. 5. Written out rather than through `matmul_bt` because with a handful of
-/// words the blocked product spends more time packing `a` than multiplying (measured:
-/// 13% of a query in packing, 6% in the kernel); compiled for AVX2+FMA too, chosen at run time.
+/// block of Eq. 5, and `x Wᵀ` for a weight matrix W stored as PyTorch stores it (out × in).
 pub fn row_dots(a: &[f32], w: &[f32], out: &mut [f32], d: usize) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -81,7 +33,7 @@ fn row_dots_body(a: &[f32], w: &[f32], out: &mut [f32], d: usize) {
 }
 
 /// `out (m×d)[j] = Σ_i weights[j][i] · a_i` for `weights` (m×k) and the rows of `a` (k×d):
-/// the attended region vectors of Eq. 13. Like [`row_dots`], written out for small m.
+/// the attended region vectors of Eq. 13.
 pub fn weighted_row_sums(weights: &[f32], a: &[f32], out: &mut [f32], d: usize) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -159,39 +111,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn products_match_the_definition() {
-        let a: Vec<f32> = (0..6).map(|x| x as f32).collect(); // 2×3
-        let b: Vec<f32> = (0..12).map(|x| (x as f32) * 0.5 - 2.0).collect(); // 3×4
-        let mut c = vec![0.0; 8];
-        matmul(&a, &b, &mut c, 2, 3, 4);
-        for i in 0..2 {
-            for j in 0..4 {
-                let want: f32 = (0..3).map(|l| a[i * 3 + l] * b[l * 4 + j]).sum();
-                assert!((c[i * 4 + j] - want).abs() < 1e-5);
-            }
-        }
-        // bᵀ stored as (4×3).
-        let bt: Vec<f32> =
-            (0..4).flat_map(|j| (0..3).map(move |l| (l, j))).map(|(l, j)| b[l * 4 + j]).collect();
-        let mut c2 = vec![0.0; 8];
-        matmul_bt(&a, &bt, &mut c2, 2, 3, 4);
-        assert_eq!(c, c2);
-    }
-
-    #[test]
-    fn row_kernels_match_the_products() {
+    fn row_kernels_match_the_definition() {
         let (k, m, d) = (7, 3, 21);
         let a: Vec<f32> = (0..k * d).map(|x| ((x * 37 % 11) as f32) - 5.0).collect();
         let w: Vec<f32> = (0..m * d).map(|x| ((x * 13 % 7) as f32) * 0.25).collect();
-        let (mut want, mut got) = (vec![0.0; k * m], vec![0.0; k * m]);
-        matmul_bt(&a, &w, &mut want, k, d, m);
+        let mut got = vec![0.0; k * m];
         row_dots(&a, &w, &mut got, d);
-        assert!(want.iter().zip(&got).all(|(x, y)| (x - y).abs() < 1e-3), "{want:?} {got:?}");
+        for i in 0..k {
+            for j in 0..m {
+                let want: f32 = (0..d).map(|l| a[i * d + l] * w[j * d + l]).sum();
+                assert!((got[i * m + j] - want).abs() < 1e-3, "({i},{j}): {} vs {want}", got[i * m + j]);
+            }
+        }
         let weights: Vec<f32> = (0..m * k).map(|x| if x % 4 == 0 { 0.0 } else { x as f32 * 0.1 }).collect();
-        let (mut want, mut got) = (vec![0.0; m * d], vec![1.0; m * d]);
-        matmul(&weights, &a, &mut want, m, k, d);
+        let mut got = vec![1.0; m * d];
         weighted_row_sums(&weights, &a, &mut got, d);
-        assert!(want.iter().zip(&got).all(|(x, y)| (x - y).abs() < 1e-3), "{want:?} {got:?}");
+        for j in 0..m {
+            for l in 0..d {
+                let want: f32 = (0..k).map(|i| weights[j * k + i] * a[i * d + l]).sum();
+                assert!((got[j * d + l] - want).abs() < 1e-3, "({j},{l}): {} vs {want}", got[j * d + l]);
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Per chip it costs two k×m×D products (the similarities s_ij and the attended region
 //! vectors b_j), run in a scratch buffer that stays in cache.
 
-use super::linalg::{dot, matmul_bt, row_dots, softmax, weighted_row_sums};
+use super::linalg::{dot, row_dots, softmax, weighted_row_sums};
 use super::text::EncodedText;
 use crate::model::config::{Correction, ScoringConfig};
 
@@ -24,7 +24,7 @@ impl ScoringQuery {
     pub fn new(text: EncodedText) -> ScoringQuery {
         let (m, d) = (text.m, text.global.len());
         let mut gram = vec![0f32; m * m];
-        matmul_bt(&text.words, &text.words, &mut gram, m, d, m);
+        row_dots(&text.words, &text.words, &mut gram, d);
         ScoringQuery { text, gram, dim: d }
     }
 

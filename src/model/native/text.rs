@@ -3,7 +3,7 @@
 //! the global vector. The same computation as `model::text_encoder` (libtorch), checked
 //! against it in `native::tests`.
 
-use super::linalg::{dot, matmul_bt, normalize, sigmoid, softmax};
+use super::linalg::{dot, normalize, row_dots, sigmoid, softmax};
 use super::weights::{Array, Weights};
 use crate::error::Result;
 use crate::model::config::Config;
@@ -44,12 +44,12 @@ impl Gru {
     fn run(&self, x: &[f32], m: usize, order: impl Iterator<Item = usize>) -> Vec<f32> {
         let (h_dim, input) = (self.hidden, self.w_ih.shape[1]);
         let mut gi = vec![0f32; m * 3 * h_dim];
-        matmul_bt(x, self.w_ih.data(), &mut gi, m, input, 3 * h_dim);
+        row_dots(x, self.w_ih.data(), &mut gi, input);
         let mut out = vec![0f32; m * h_dim];
         let mut h = vec![0f32; h_dim];
         let mut gh = vec![0f32; 3 * h_dim];
         for j in order {
-            matmul_bt(&h, self.w_hh.data(), &mut gh, 1, h_dim, 3 * h_dim);
+            row_dots(&h, self.w_hh.data(), &mut gh, h_dim);
             let gi = &gi[j * 3 * h_dim..(j + 1) * 3 * h_dim];
             let (bi, bh) = (&self.b_ih.data(), &self.b_hh.data());
             for u in 0..h_dim {
@@ -81,7 +81,7 @@ impl Gat {
         let d = self.proj.shape[0];
         let hd = d / self.heads;
         let mut wh = vec![0f32; m * d];
-        matmul_bt(x, self.proj.data(), &mut wh, m, d, d);
+        row_dots(x, self.proj.data(), &mut wh, d);
         let score = |att: &Array, j: usize, h: usize| {
             dot(&wh[j * d + h * hd..j * d + (h + 1) * hd], &att.data()[h * hd..(h + 1) * hd])
         };
