@@ -28,17 +28,7 @@ pub struct ModelDir {
 impl ModelDir {
     /// Loads and cross-checks a model directory onto `device`.
     pub fn load(dir: &Path, device: Device) -> Result<ModelDir> {
-        if !dir.is_dir() {
-            return Err(AcfError::NotAModel { path: dir.to_path_buf(), reason: "no such directory".into() });
-        }
-        for file in [CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE] {
-            if !dir.join(file).is_file() {
-                return Err(AcfError::NotAModel {
-                    path: dir.to_path_buf(),
-                    reason: format!("{file} is missing"),
-                });
-            }
-        }
+        check_files(dir)?;
         let config = Config::load(&dir.join(CONFIG_FILE))?;
         let vocab = Vocab::load(&dir.join(VOCAB_FILE))?;
         let weights_path = dir.join(WEIGHTS_FILE);
@@ -59,6 +49,23 @@ impl ModelDir {
     pub fn short_fingerprint(&self) -> &str {
         crate::files::short_fingerprint(&self.fingerprint)
     }
+}
+
+/// Refuses a path that is not a directory holding `config.json`, `vocab.json` and
+/// `model.safetensors`, naming what is missing.
+pub fn check_files(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(AcfError::NotAModel { path: dir.to_path_buf(), reason: "no such directory".into() });
+    }
+    for file in [CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE] {
+        if !dir.join(file).is_file() {
+            return Err(AcfError::NotAModel {
+                path: dir.to_path_buf(),
+                reason: format!("{file} is missing"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Writes `config.json`, `vocab.json`, `model.safetensors` and `MODEL_CARD.md` into `dir`

@@ -224,7 +224,7 @@ fn bench_one_shot(
     let cold = run()?;
     let mut warm: Vec<f64> = (0..(warm_runs * 4).max(20)).map(|_| run()).collect::<Result<_>>()?;
     warm.sort_by(f64::total_cmp);
-    let p99 = warm[((warm.len() * 99).div_ceil(100)).saturating_sub(1)];
+    let p99 = warm[p99_index(warm.len())];
     Ok(vec![row("cold", cold, None), row("warm", warm[warm.len() / 2], Some(p99))])
 }
 
@@ -266,10 +266,15 @@ fn bench_served(
     let cold = one("cold")?;
     let mut warm: Vec<QueryBench> = (0..runs).map(|_| one("warm")).collect::<Result<_>>()?;
     warm.sort_by(|a, b| a.total_ms.total_cmp(&b.total_ms));
-    let p99 = warm[((warm.len() * 99).div_ceil(100)).saturating_sub(1)].total_ms;
+    let p99 = warm[p99_index(warm.len())].total_ms;
     let mut median = warm[warm.len() / 2].clone();
     median.p99_ms = Some(p99);
     Ok(vec![cold, median])
+}
+
+/// Index of the 99th percentile in `n` sorted values (nearest rank).
+fn p99_index(n: usize) -> usize {
+    (n * 99).div_ceil(100).saturating_sub(1)
 }
 
 /// Stage 1 as `serve` runs it (inner products with every in-memory global vector, the

@@ -100,20 +100,7 @@ fn empty_tops(queries: &[f32], dim: usize, n: usize) -> Vec<TopN> {
     (0..queries.len() / dim.max(1)).map(|_| TopN::new(n)).collect()
 }
 
-/// Inner product of two vectors of equal length, with eight partial sums so that the
-/// compiler vectorises it (a plain `sum()` must add in order and does not).
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
+pub use crate::model::native::linalg::dot;
 
 /// Offers the chip at `at`, global vector `global`, to every query's top-N.
 #[inline]

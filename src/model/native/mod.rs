@@ -34,17 +34,7 @@ pub struct QueryModel {
 impl QueryModel {
     /// Loads and checks a model directory's query half (errors as `ModelDir::load`'s).
     pub fn load(dir: &Path) -> Result<QueryModel> {
-        if !dir.is_dir() {
-            return Err(AcfError::NotAModel { path: dir.to_path_buf(), reason: "no such directory".into() });
-        }
-        for file in [CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE] {
-            if !dir.join(file).is_file() {
-                return Err(AcfError::NotAModel {
-                    path: dir.to_path_buf(),
-                    reason: format!("{file} is missing"),
-                });
-            }
-        }
+        super::model_dir::check_files(dir)?;
         let config = Config::load(&dir.join(CONFIG_FILE))?;
         let vocab = Vocab::load(&dir.join(VOCAB_FILE))?;
         let path = dir.join(WEIGHTS_FILE);
