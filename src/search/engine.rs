@@ -259,22 +259,51 @@ pub(crate) fn score_chips(
     let scores = chips
         .par_iter()
         .map_init(
-            || (vec![0f32; k * d], vec![0f32; d], Scratch::default()),
-            |(regions, global, scratch), c| {
-                decode_nodes(&c.nodes, c.nodes_dtype, regions, d);
-                global.copy_from_slice(&c.global);
-                crate::model::native::linalg::normalize(global);
-                let sim_g = crate::model::native::linalg::dot(global, &query.text.global);
-                (model.score(query, regions, sim_g, scratch), sim_g)
-            },
+            || ChipBuffers::new(k, d),
+            |buf, c| buf.score(model, query, &c.nodes, c.nodes_dtype, &c.global),
         )
         .collect();
     Ok(scores)
 }
 
+/// One scoring thread's buffers: a chip's nodes (as read), decoded regions, its global vector.
+struct ChipBuffers {
+    bytes: Vec<u8>,
+    regions: Vec<f32>,
+    global: Vec<f32>,
+    scratch: Scratch,
+}
+
+impl ChipBuffers {
+    fn new(k: usize, d: usize) -> ChipBuffers {
+        ChipBuffers {
+            bytes: Vec::new(),
+            regions: vec![0f32; k * d],
+            global: vec![0f32; d],
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// (S, sim_g) of one chip from its stored `nodes` bytes and `global` vector.
+    fn score(
+        &mut self,
+        model: &QueryModel,
+        query: &ScoringQuery,
+        nodes: &[u8],
+        dtype: NodesDtype,
+        global: &[f32],
+    ) -> (f32, f32) {
+        let d = self.global.len();
+        decode_nodes(nodes, dtype, &mut self.regions, d);
+        self.global.copy_from_slice(global);
+        crate::model::native::linalg::normalize(&mut self.global);
+        let sim_g = crate::model::native::linalg::dot(&self.global, &query.text.global);
+        (model.score(query, &self.regions, sim_g, &mut self.scratch), sim_g)
+    }
+}
+
 /// A candidate whose `nodes` are read straight from its data page into the scoring thread's
 /// buffer (no per-chip allocation): what `serve` scores.
-#[derive(Clone)]
 pub(crate) struct Located<'a> {
     pub part: &'a PartFile,
     /// Byte offset and length of the chip's `nodes` value in the file.
@@ -296,21 +325,20 @@ pub(crate) fn score_located(
     let scored: Vec<std::result::Result<(f32, f32), String>> = chips
         .par_iter()
         .map_init(
-            || (Vec::<u8>::new(), vec![0f32; k * d], vec![0f32; d], Scratch::default()),
-            |(bytes, regions, global, scratch), c| {
+            || ChipBuffers::new(k, d),
+            |buf, c| {
                 if c.len != k * d * c.dtype.bytes() || c.global.len() != d {
                     return Err(format!(
                         "{}: stored features do not have the model's shape ({k}x{d})",
                         c.part.path().display()
                     ));
                 }
+                let mut bytes = std::mem::take(&mut buf.bytes);
                 bytes.resize(c.len, 0);
-                c.part.read_at(bytes, c.at).map_err(|e| e.to_string())?;
-                decode_nodes(bytes, c.dtype, regions, d);
-                global.copy_from_slice(c.global);
-                crate::model::native::linalg::normalize(global);
-                let sim_g = crate::model::native::linalg::dot(global, &query.text.global);
-                Ok((model.score(query, regions, sim_g, scratch), sim_g))
+                let read = c.part.read_at(&mut bytes, c.at).map_err(|e| e.to_string());
+                let scored = read.map(|()| buf.score(model, query, &bytes, c.dtype, c.global));
+                buf.bytes = bytes;
+                scored
             },
         )
         .collect();
@@ -380,26 +408,26 @@ pub(crate) fn score_candidates<'a>(
     model: &QueryModel,
     query: &ScoringQuery,
     candidates: &[Candidate],
-    located: impl Fn(RowRef) -> Option<Located<'a>>,
+    mut located: impl FnMut(RowRef) -> Option<Located<'a>>,
     stored: impl Fn(RowRef) -> Option<&'a StoredChip>,
 ) -> Result<Vec<(RowRef, (f32, f32))>> {
-    let mut by_place: Vec<(usize, Located<'a>)> = Vec::new();
-    let mut by_row: Vec<(usize, &'a StoredChip)> = Vec::new();
+    let (mut placed_at, mut placed) = (Vec::new(), Vec::new());
+    let (mut rows_at, mut rows) = (Vec::new(), Vec::new());
     for (i, c) in candidates.iter().enumerate() {
         if let Some(l) = located(c.at) {
-            by_place.push((i, l));
+            placed_at.push(i);
+            placed.push(l);
         } else if let Some(s) = stored(c.at) {
-            by_row.push((i, s));
+            rows_at.push(i);
+            rows.push(s);
         }
     }
-    let chips: Vec<Located<'a>> = by_place.iter().map(|(_, l)| l.clone()).collect();
-    let mut scored: Vec<(usize, (f32, f32))> = by_place
-        .iter()
-        .zip(score_located(model, &chips, query))
-        .filter_map(|((i, _), s)| s.map(|s| (*i, s)))
+    let mut scored: Vec<(usize, (f32, f32))> = placed_at
+        .into_iter()
+        .zip(score_located(model, &placed, query))
+        .filter_map(|(i, s)| s.map(|s| (i, s)))
         .collect();
-    let rows: Vec<&StoredChip> = by_row.iter().map(|(_, s)| *s).collect();
-    scored.extend(by_row.iter().map(|(i, _)| *i).zip(score_chips(model, &rows, query)?));
+    scored.extend(rows_at.into_iter().zip(score_chips(model, &rows, query)?));
     scored.sort_unstable_by_key(|(i, _)| *i);
     Ok(scored.into_iter().map(|(i, s)| (candidates[i].at, s)).collect())
 }

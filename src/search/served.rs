@@ -100,8 +100,7 @@ pub fn search_snapshot(
         })
         .collect();
     let read: std::collections::HashMap<RowRef, StoredChip> = read.into_iter().flatten().collect();
-    let kept =
-        score_candidates(model, &encoded, &candidates, |at| places.get(&at).cloned(), |at| read.get(&at))?;
+    let kept = score_candidates(model, &encoded, &candidates, |at| places.remove(&at), |at| read.get(&at))?;
     let scores: Vec<(f32, f32)> = kept.iter().map(|(_, s)| *s).collect();
     result.scored = kept.len();
     tracing::debug!(ms = start.elapsed().as_secs_f64() * 1e3, "stage 2: read and scored");

@@ -7,6 +7,7 @@
 //! copies the arrays out ([`Array::resident`]): an operator's in-place `cp` over the file
 //! must not change or break a server's weights.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -47,10 +48,12 @@ impl Array {
     }
 }
 
-/// The weights file, mapped and parsed.
+/// The weights file, mapped, with its header parsed once: each tensor's dtype, shape and
+/// byte range in the file.
 pub struct Weights {
     map: Arc<Mmap>,
     path: std::path::PathBuf,
+    tensors: HashMap<String, (Dtype, Vec<usize>, Range<usize>)>,
 }
 
 impl Weights {
@@ -60,9 +63,18 @@ impl Weights {
         // SAFETY: the mapping is read-only and weights files are replaced by rename, never
         // rewritten in place (see the module docs).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| AcfError::io(path, "cannot map weights", e))?;
-        let weights = Weights { map: Arc::new(map), path: path.to_path_buf() };
-        weights.parse()?;
-        Ok(weights)
+        let st = SafeTensors::deserialize(&map)
+            .map_err(|e| AcfError::Safetensors { path: path.to_path_buf(), reason: e.to_string() })?;
+        let base = map.as_ptr() as usize;
+        let tensors = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let start = view.data().as_ptr() as usize - base;
+                (name, (view.dtype(), view.shape().to_vec(), start..start + view.data().len()))
+            })
+            .collect();
+        Ok(Weights { map: Arc::new(map), path: path.to_path_buf(), tensors })
     }
 
     /// The file's bytes (for the fingerprint).
@@ -70,34 +82,26 @@ impl Weights {
         &self.map
     }
 
-    fn parse(&self) -> Result<SafeTensors<'_>> {
-        SafeTensors::deserialize(&self.map)
-            .map_err(|e| AcfError::Safetensors { path: self.path.clone(), reason: e.to_string() })
-    }
-
     /// Tensor `name`, which must exist, be F32 and have `shape`; `hint` is added to a shape
     /// error (e.g. the vocabulary size for the embedding).
     pub fn get(&self, name: &str, shape: &[usize], hint: &str) -> Result<Array> {
         let mismatch = |reason: String| AcfError::ModelMismatch { path: self.path.clone(), reason };
-        let st = self.parse()?;
-        let view = st.tensor(name).map_err(|_| {
+        let (dtype, found, range) = self.tensors.get(name).ok_or_else(|| {
             mismatch(format!(
                 "tensor '{name}' the config expects is not in {WEIGHTS_FILE} (was it trained with another config?)"
             ))
         })?;
-        if view.shape() != shape {
+        if found != shape {
             return Err(mismatch(format!(
-                "tensor '{name}' has shape {:?} in {WEIGHTS_FILE} but config/vocab expect {shape:?}{hint}",
-                view.shape()
+                "tensor '{name}' has shape {found:?} in {WEIGHTS_FILE} but config/vocab expect {shape:?}{hint}"
             )));
         }
-        if view.dtype() != Dtype::F32 {
-            return Err(mismatch(format!("tensor '{name}' is {:?}, expected F32", view.dtype())));
+        if *dtype != Dtype::F32 {
+            return Err(mismatch(format!("tensor '{name}' is {dtype:?}, expected F32")));
         }
-        let bytes = view.data();
-        let start = bytes.as_ptr() as usize - self.map.as_ptr() as usize;
+        let bytes = &self.map[range.clone()];
         let data = if bytemuck::try_cast_slice::<u8, f32>(bytes).is_ok() {
-            Data::Mapped(self.map.clone(), start..start + bytes.len())
+            Data::Mapped(self.map.clone(), range.clone())
         } else {
             Data::Owned(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
         };
@@ -106,6 +110,6 @@ impl Weights {
 
     /// Whether the file holds a tensor called `name`.
     pub fn has(&self, name: &str) -> bool {
-        self.parse().is_ok_and(|st| st.tensor(name).is_ok())
+        self.tensors.contains_key(name)
     }
 }
