@@ -36,17 +36,24 @@ impl BenchRow {
 }
 
 /// How long each measurement runs at least (after one warm-up run).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub min_time: Duration,
     pub min_iters: u32,
     /// Stored chips that one caption is scored against.
     pub stored_chips: i64,
+    /// Image encoder batch sizes.
+    pub batches: Vec<i64>,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        BenchOptions { min_time: Duration::from_secs(3), min_iters: 2, stored_chips: 10_000 }
+        BenchOptions {
+            min_time: Duration::from_secs(3),
+            min_iters: 2,
+            stored_chips: 10_000,
+            batches: vec![16, 64],
+        }
     }
 }
 
@@ -105,7 +112,7 @@ pub fn bench_model(
         .collect();
     let s = cfg.image.image_size;
     let mut deviations = Vec::new();
-    for batch in [16i64, 64] {
+    for &batch in &opts.batches {
         let pixels = Tensor::randint(256, [batch, 3, s, s], (Kind::Uint8, device));
         let per_s = rate(opts, device, || {
             let _ = model.encode_pixels(&pixels, false);

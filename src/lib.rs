@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod error;
 pub mod faults;
 pub mod files;
+pub mod html;
 pub mod index;
 pub mod model;
 pub mod raster;

@@ -486,3 +486,68 @@ fn a_scene_list_is_read_and_verify_compares_content() {
     list(&[]).succeeds().stdout_has("0 indexed, 1 already indexed");
     list(&["--verify"]).succeeds().stdout_has("1 scenes: 1 indexed");
 }
+
+#[test]
+fn gsd_resamples_chips_to_one_ground_size_and_is_fixed_for_the_index() {
+    // The 1 m NAIP scene (300×300 px) at 0.5 m: 112-px windows every 112 px (3 × 3); at 2 m
+    // one 448-px window, wider than the scene, so one padded window of all 300 px.
+    let dir = Dir::new();
+    let naip = geotiff("m_3607824_se_17_1_20160620_sub.tif");
+    for (gsd, side, grid) in [("0.5", 112u64, vec![0u64, 112, 188]), ("2", 300, vec![0])] {
+        let out = dir.join(&format!("idx-{gsd}"));
+        index(&dir, &out, std::slice::from_ref(&naip)).args(["--gsd", gsd]).succeeds();
+        let rows = read_index_externally(&out)["rows"].as_array().unwrap().clone();
+        assert_eq!(rows.len(), grid.len() * grid.len(), "--gsd {gsd}: chips");
+        let windows: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|r| r["window"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect())
+            .collect();
+        for w in &windows {
+            assert!(grid.contains(&(w[0] as u64)) && grid.contains(&(w[1] as u64)), "--gsd {gsd}: {w:?}");
+            assert_eq!((w[2] as u64, w[3] as u64), (side, side), "--gsd {gsd}: window size");
+        }
+        // Footprints are the windows' true ground (GDAL's own transformation of the corners).
+        let corners: Vec<(f64, f64)> = windows
+            .iter()
+            .flat_map(|v| [(v[0], v[1]), (v[0], v[1] + v[3]), (v[0] + v[2], v[1] + v[3])])
+            .collect();
+        let expected = gdaltransform(&naip, &corners);
+        for (i, r) in rows.iter().enumerate() {
+            let ring = r["ring"].as_array().unwrap();
+            for (k, &(ex, ey)) in expected[3 * i..3 * i + 3].iter().enumerate() {
+                let (x, y) = (ring[k * 8][0].as_f64().unwrap(), ring[k * 8][1].as_f64().unwrap());
+                assert!((x - ex).abs() < 1e-7 && (y - ey).abs() < 1e-7, "--gsd {gsd} corner {k}");
+            }
+        }
+        let header = parse_json(&std::fs::read_to_string(out.join("index.json")).unwrap());
+        assert_eq!(header["chip_options"]["gsd"].as_f64(), Some(gsd.parse().unwrap()));
+    }
+    // The option is fixed for the index, and named when a run differs.
+    index(&dir, &dir.join("idx-2"), std::slice::from_ref(&naip))
+        .fails()
+        .error_has("native resolution (no --gsd) differs from this index's --gsd 2");
+    // Absurd factors and scenes without a pixel size fail one by one, with the reason.
+    let jpg = crate::util::example_images()[0].clone();
+    let run = index(&dir, &dir.join("idx-bad"), &[naip.clone(), jpg])
+        .args(["--gsd", "0.05"])
+        .expect_code(EXIT_SOME_FAILED);
+    run.stderr_has("--gsd 0.05 would upsample this 1 m scene 20× (at most 8×)");
+    run.stderr_has("has no georeferencing, so its pixel size is unknown");
+    dir.command().args(["index", "--out", "x", "--gsd", "0", "a.tif"]).usage_error();
+    dir.command().args(["index", "--out", "x", "--gsd", "nan", "a.tif"]).usage_error();
+}
+
+#[test]
+fn scenes_far_outside_the_training_resolution_are_named_in_a_warning() {
+    let dir = Dir::new();
+    let out = dir.join("idx");
+    // A 30 m Landsat subset and a 10 cm aerial plot, against the default model's 0.3–8 m.
+    let run = index(&dir, &out, &[geotiff("l8-uint16-300x260.tif"), geotiff("OSBS_029.tif")]).succeeds();
+    run.stderr_has("l8-uint16-300x260.tif: ground sample distance 30");
+    run.stderr_has("m per pixel is far coarser than the model's training imagery (0.3–8 m)");
+    run.stderr_has("OSBS_029.tif: ground sample distance 0.1 m per pixel is far finer");
+    run.stderr_has("index with --gsd 1 to resample");
+    // The NAIP scene (1 m) is inside the range: no warning.
+    let run = index(&dir, &dir.join("idx2"), &[geotiff("m_3607824_se_17_1_20160620_sub.tif")]).succeeds();
+    assert!(!run.stderr.contains("ground sample distance"), "{}", run.stderr);
+}

@@ -323,9 +323,17 @@ pub struct IndexArgs {
     /// Skip scenes whose path matches one of these globs; repeatable.
     #[arg(long)]
     pub exclude: Vec<String>,
-    /// Pixels between chip origins; smaller than 224 makes chips overlap.
+    /// Pixels between chip origins; smaller than 224 makes chips overlap. With --gsd, pixels
+    /// at that resolution.
     #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(u32).range(1..))]
     pub stride: u32,
+    /// Ground sample distance of chips in metres per pixel, e.g. 1: each chip covers
+    /// 224 × METRES of ground, read from a window of 224 · METRES / native scene pixels and
+    /// resampled (averaged when coarser, bilinear when finer; at most 64× down, 8× up).
+    /// Default: every scene at its native resolution (a warning names scenes far outside the
+    /// model's training range). Fixed for an index, like --stride.
+    #[arg(long, value_name = "METRES", value_parser = parse_gsd)]
+    pub gsd: Option<f64>,
     /// Bands read as R,G,B (1-based), e.g. 4,3,2; one number is replicated. Default: the
     /// bands whose colour interpretation is red/green/blue, else the first three.
     #[arg(long, value_delimiter = ',')]
@@ -371,6 +379,15 @@ pub struct IndexArgs {
     pub json: bool,
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+fn parse_gsd(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(m) if m.is_finite() && m > 0.0 && m <= 10_000.0 => Ok(m),
+        _ => Err(format!(
+            "'{text}' is not a ground sample distance in metres (a number above 0, at most 10000)"
+        )),
+    }
 }
 
 fn parse_scale(text: &str) -> Result<(f64, f64), String> {
@@ -506,6 +523,14 @@ pub struct EvalArgs {
     /// Only the first N images of the split.
     #[arg(long)]
     pub max_images: Option<usize>,
+    /// Also write the paper's visual retrieval analysis (Fig. 7) as one self-contained HTML
+    /// page: for --figure-count captions of the split their top-5 images, and for as many
+    /// images their top-5 captions, ranked by the model's full S, true matches marked.
+    #[arg(long, value_name = "PAGE.html")]
+    pub figure: Option<PathBuf>,
+    /// Caption queries and image queries on the --figure page (spread evenly over the split).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub figure_count: u32,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -587,6 +612,11 @@ pub enum BenchCommand {
         #[arg(long)]
         stage1_chips: Option<usize>,
     },
+    /// Checks that an accelerator computes what the CPU does with the same weights: image
+    /// features (1 − cos ≤ 1e-3 in float32; bfloat16 reported), word features and scores S,
+    /// and one training step (loss, gradient norm, direction of the update). Exit code 1 when
+    /// a check fails.
+    Devices(DevicesArgs),
     /// End-to-end `index` chips/s and peak RSS on one scene, next to the encoder alone on
     /// chips of that scene (same model, float32, batch). Run once per scene: peak RSS is the
     /// process's.
@@ -608,12 +638,15 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Image encoder chips/s (batch 16 and 64), text captions/s, and scoring pairs/s for one
-    /// caption against 10,000 stored chips, for each config on the chosen device.
+    /// Image encoder chips/s (at each --batches size), text captions/s, and scoring pairs/s
+    /// for one caption against 10,000 stored chips, for each config on the chosen device.
     Model {
         /// Configs to measure (presets or config.json paths).
         #[arg(long, value_delimiter = ',', default_value = "pvig-nano,pvig-ti")]
         configs: Vec<String>,
+        /// Image encoder batch sizes.
+        #[arg(long, value_delimiter = ',', default_value = "16,64", value_parser = clap::value_parser!(i64).range(1..=4096))]
+        batches: Vec<i64>,
         /// auto (CUDA when available), cpu, cuda or cuda:N.
         #[arg(long, default_value = "auto")]
         device: DeviceChoice,
@@ -624,6 +657,26 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Arguments of `acf-index bench devices`.
+#[derive(Debug, Args)]
+pub struct DevicesArgs {
+    /// The device compared against the CPU: cuda or cuda:N (cpu compares the CPU with itself).
+    #[arg(long, default_value = "cuda")]
+    pub device: DeviceChoice,
+    /// Model directory whose weights are compared (config.json, vocab.json, model.safetensors).
+    #[arg(long, short, default_value = "models/default", env = "ACF_MODEL", conflicts_with = "config")]
+    pub model: PathBuf,
+    /// Compare a freshly initialised model of this preset or config.json instead (seed 0).
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Chips and captions in the compared batch.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i64).range(2..=256))]
+    pub batch: i64,
+    /// Print JSON lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A fraction between 0 and 1 (`--min-valid`).

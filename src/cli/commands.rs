@@ -77,9 +77,10 @@ pub fn dispatch(command: Command) -> Result<i32> {
             clap_mangen::Man::new(super::args::Cli::command()).render(&mut std::io::stdout())?;
             Ok(OK)
         }
-        Command::Bench(BenchCommand::Model { configs, device, min_seconds, json }) => {
-            bench(&configs, device.resolve()?, min_seconds, json).map(|_| OK)
+        Command::Bench(BenchCommand::Model { configs, batches, device, min_seconds, json }) => {
+            bench(&configs, &batches, device.resolve()?, min_seconds, json).map(|_| OK)
         }
+        Command::Bench(BenchCommand::Devices(args)) => bench_devices(&args),
     }
 }
 
@@ -218,9 +219,13 @@ fn rank(text: &str, images: &[std::path::PathBuf], args: &ModelArgs, json: bool)
     Ok(())
 }
 
-fn bench(configs: &[String], device: Device, min_seconds: f64, json: bool) -> Result<()> {
+fn bench(configs: &[String], batches: &[i64], device: Device, min_seconds: f64, json: bool) -> Result<()> {
     crate::device::retain_freed_memory();
-    let opts = BenchOptions { min_time: Duration::from_secs_f64(min_seconds.max(0.0)), ..Default::default() };
+    let opts = BenchOptions {
+        min_time: Duration::from_secs_f64(min_seconds.max(0.0)),
+        batches: batches.to_vec(),
+        ..Default::default()
+    };
     if !json {
         println!(
             "device {}, {} CPU threads, libtorch {}",
@@ -241,4 +246,41 @@ fn bench(configs: &[String], device: Device, min_seconds: f64, json: bool) -> Re
         });
     }
     Ok(())
+}
+
+fn bench_devices(args: &super::args::DevicesArgs) -> Result<i32> {
+    let device = args.device.resolve()?;
+    let model = match &args.config {
+        Some(name) => {
+            tch::manual_seed(0);
+            let cfg = Config::preset_or_file(name)?;
+            let vocab = Vocab::build(["a red roof beside a green field near the water with many trees"], 1);
+            AcfModel::new(cfg, vocab, Device::Cpu)
+        }
+        None => {
+            super::model_arg::load_model(&ModelArgs {
+                model: args.model.clone(),
+                device: crate::device::DeviceChoice::Cpu,
+            })?
+            .model
+        }
+    };
+    let rows = crate::train::device_check::compare(&model, device, args.batch)?;
+    if !args.json {
+        println!("{} ({}) against the CPU, batch {}", device_name(device), model.config.name, args.batch);
+    }
+    for r in &rows {
+        if args.json {
+            println!("{}", serde_json::to_string(r)?);
+        } else {
+            let limit = r.limit.map_or("(reported)".to_string(), |l| format!("≤ {l:.0e}"));
+            println!("{:<4} {:<62} {:>10.2e} {limit}", if r.pass { "ok" } else { "FAIL" }, r.what, r.value);
+        }
+    }
+    let failed = rows.iter().filter(|r| !r.pass).count();
+    if failed > 0 {
+        eprintln!("error: {failed} of {} device checks failed", rows.len());
+        return Ok(super::exit::FAILED);
+    }
+    Ok(super::exit::OK)
 }

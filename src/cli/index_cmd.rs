@@ -38,6 +38,7 @@ pub fn index(args: IndexArgs) -> Result<i32> {
         out: args.out.clone(),
         read: ReadOptions { bands: args.bands, scale: args.scale },
         stride: args.stride as usize,
+        gsd: args.gsd,
         min_valid: args.min_valid,
         batch: args.batch as usize,
         readers: args.readers as usize,

@@ -1,6 +1,6 @@
 //! `acf-index train` and `acf-index eval`.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::args::{EvalArgs, TrainArgs};
 use super::model_arg::load_model;
@@ -88,9 +88,32 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     for sweep in &args.sweep {
         variants.extend(sweep.variants(&model.config.scoring));
     }
-    for (name, cfg) in variants {
+    for (k, (name, cfg)) in variants.into_iter().enumerate() {
         let scores = score_all(model, &set, &feats, &cfg);
         rows.push((name, set.recall(&scores)));
+        if let (0, Some(path)) = (k, &args.figure) {
+            let title = format!(
+                "model {} ({}), {} split '{}', {} images, {} captions; scoring: {}",
+                model.config.name,
+                loaded.short_fingerprint(),
+                datasets.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(" + "),
+                args.split,
+                set.images(),
+                set.captions.len(),
+                serde_json::to_string(&cfg)?
+            );
+            let page = crate::train::figure::FigureData {
+                images: &images[..set.images()],
+                set: &set,
+                vocab: &model.vocab,
+                scores: &scores,
+                title,
+            }
+            .page(args.figure_count as usize)?;
+            crate::files::write_atomic(path, page.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!("wrote {}", path.display());
+        }
     }
     let names: Vec<String> = datasets.iter().map(|d| d.name.clone()).collect();
     if args.json {

@@ -29,9 +29,9 @@ use crate::model::model_dir::ModelDir;
 use crate::model::{InferenceOptions, InferencePrecision};
 use crate::raster::Footprint;
 use crate::raster::chip::to_model_chip;
+use crate::raster::resolution::{self, ChipGrid};
 use crate::raster::scene::{RawChip, ReadOptions, Scene};
 use crate::raster::stretch::Stretch;
-use crate::raster::tiling::chip_windows;
 use crate::storage::{
     ChipOptions, ChipRow, ChipSchema, IndexDir, IndexHeader, PartWriter, SceneFingerprint, SceneMeta,
     SceneRecord, scene_id,
@@ -43,8 +43,11 @@ pub struct IndexOptions {
     pub inputs: Inputs,
     pub out: std::path::PathBuf,
     pub read: ReadOptions,
-    /// Pixels between chip origins (224 = no overlap).
+    /// Pixels between chip origins (224 = no overlap), at the `gsd` resolution when set.
     pub stride: usize,
+    /// Ground sample distance of chips in metres (`--gsd`): windows of `224 · gsd / native`
+    /// scene pixels resampled to 224 × 224. `None`: scenes are chipped at native resolution.
+    pub gsd: Option<f64>,
     /// Chips with a smaller valid fraction are counted, not encoded.
     pub min_valid: f32,
     /// Chips per encoder batch.
@@ -74,6 +77,7 @@ impl IndexOptions {
             out,
             read: ReadOptions::default(),
             stride: chip,
+            gsd: None,
             min_valid: 0.5,
             batch: 32,
             readers: 2,
@@ -192,8 +196,14 @@ pub fn run(model: &ModelDir, opts: &IndexOptions, interrupt: Arc<AtomicBool>) ->
         bands: opts.read.bands.clone(),
         scale: opts.read.scale,
         min_valid: opts.min_valid,
+        gsd: opts.gsd,
     };
     let header = check_model(&index, model, opts.nodes_dtype, opts.new_model, &chip_options)?;
+    if let (Some(gsd), Some(range)) = (opts.gsd, model.config().training_gsd_m) {
+        if let Some(w) = resolution::out_of_range_warning(gsd, range, "--gsd") {
+            tracing::warn!("{w}");
+        }
+    }
     let mut summary = IndexSummary {
         scenes: scenes.len(),
         device: crate::device::device_name(model.model.device()),
@@ -252,6 +262,7 @@ fn run_pipeline(
     summary: &mut IndexSummary,
 ) -> Result<()> {
     let chip = model.config().image.image_size as usize;
+    let training_gsd = model.config().training_gsd_m;
     let schema = ChipSchema {
         embed_dim: model.config().embed_dim as usize,
         regions: (model.config().image.region_grid * model.config().image.region_grid) as usize,
@@ -277,7 +288,7 @@ fn run_pipeline(
     std::thread::scope(|scope| -> Result<()> {
         for _ in 0..opts.readers.max(1) {
             let (job_rx, chip_tx, jobs) = (job_rx.clone(), chip_tx.clone(), jobs.clone());
-            scope.spawn(move || reader(&jobs, &job_rx, &chip_tx, opts, chip, interrupt));
+            scope.spawn(move || reader(&jobs, &job_rx, &chip_tx, opts, chip, training_gsd, interrupt));
         }
         drop(chip_tx);
         let writer = {
@@ -322,6 +333,7 @@ fn reader(
     tx: &Sender<FromReader>,
     opts: &IndexOptions,
     chip: usize,
+    training_gsd: Option<[f64; 2]>,
     interrupt: &AtomicBool,
 ) {
     while let Ok(job) = job_rx.recv() {
@@ -339,7 +351,22 @@ fn reader(
         for w in &scene.warnings {
             tracing::warn!("{path}: {w}");
         }
-        let windows = chip_windows(scene.width, scene.height, chip, opts.stride);
+        let grid = match opts.gsd {
+            None => ChipGrid::native(chip, opts.stride),
+            Some(target) => match ChipGrid::at_gsd(chip, opts.stride, scene.pixel_size_m, target) {
+                Ok(g) => g,
+                Err(reason) => {
+                    let _ = tx.send(FromReader::Failed { job, reason });
+                    continue;
+                }
+            },
+        };
+        if let (None, Some(native), Some(range)) = (opts.gsd, scene.pixel_size_m, training_gsd) {
+            if let Some(w) = resolution::out_of_range_warning(native, range, "ground sample distance") {
+                tracing::warn!("{path}: {w}");
+            }
+        }
+        let windows = grid.windows(scene.width, scene.height);
         let bbox = match &scene.georef {
             Some(g) => match g.grid_bbox(&windows, scene.width, scene.height) {
                 Ok(b) => b,
@@ -370,7 +397,7 @@ fn reader(
                 outcome = Some(FromReader::Abandoned { job });
                 break;
             }
-            let raw = match scene.read(&window) {
+            let raw = match scene.read_resampled(&window, grid.buffer(&window)) {
                 Ok(raw) => raw,
                 Err(e) => {
                     outcome = Some(FromReader::Failed { job, reason: reason_of(&e) });
@@ -691,7 +718,7 @@ mod tests {
         }
         drop(job_tx);
         let (tx, rx) = unbounded();
-        reader(jobs, &job_rx, &tx, &options(stride), chip, &AtomicBool::new(interrupt));
+        reader(jobs, &job_rx, &tx, &options(stride), chip, None, &AtomicBool::new(interrupt));
         drop(tx);
         rx.iter()
             .map(|m| match m {

@@ -32,6 +32,11 @@ pub struct Config {
     pub scoring: ScoringConfig,
     pub loss: LossConfig,
     pub training: TrainingConfig,
+    /// Ground sample distance range (metres per pixel, `[finest, coarsest]`) of the imagery
+    /// the model was trained on: `index` warns for scenes far outside it (`--gsd` resamples).
+    /// `None` for a model whose training data is not described.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_gsd_m: Option<[f64; 2]>,
 }
 
 /// Pyramid ViG backbone and multi-level node fusion (Sec. 3.1.1).
@@ -283,6 +288,7 @@ impl Config {
                 lr_min: 0.0,
                 word_dropout: 0.0,
             },
+            training_gsd_m: None,
         }
     }
 

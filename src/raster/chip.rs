@@ -8,7 +8,7 @@ use super::stretch::Stretch;
 /// A raw window as the model's (3, chip, chip) 8-bit input: stretched when not 8-bit,
 /// invalid pixels black, padded at the right and bottom.
 pub fn to_model_chip(raw: &RawChip, stretch: Option<&[Stretch; 3]>, chip: usize) -> Vec<u8> {
-    let (w, h) = (raw.window.width, raw.window.height);
+    let (w, h) = raw.size;
     let n = w * h;
     let mut out = vec![0u8; 3 * chip * chip];
     for k in 0..3 {
@@ -35,7 +35,13 @@ mod tests {
     use crate::raster::Window;
 
     fn raw(data: WindowData, valid: Option<Vec<bool>>) -> RawChip {
-        RawChip { window: Window { col: 0, row: 0, width: 2, height: 1 }, data, valid, valid_fraction: 1.0 }
+        RawChip {
+            window: Window { col: 0, row: 0, width: 2, height: 1 },
+            size: (2, 1),
+            data,
+            valid,
+            valid_fraction: 1.0,
+        }
     }
 
     #[test]

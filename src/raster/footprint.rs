@@ -158,6 +158,22 @@ impl Georef {
         (g[0] + px * g[1] + py * g[2], g[3] + px * g[4] + py * g[5])
     }
 
+    /// Ground sample distance in metres: the mean ground length of one pixel's sides near
+    /// the scene centre (measured over up to 100 pixels, on the sphere, in CRS84), so that
+    /// projected and geographic scenes are measured alike. `None` when a point cannot be
+    /// transformed.
+    pub fn pixel_size_m(&self, width: usize, height: usize) -> Option<f64> {
+        let span = 100.0_f64.min(width.max(1) as f64).min(height.max(1) as f64);
+        let (cx, cy) = ((width as f64 - span) / 2.0, (height as f64 - span) / 2.0);
+        let pts = [(cx, cy), (cx + span, cy), (cx, cy + span)];
+        let (mut xs, mut ys): (Vec<f64>, Vec<f64>) =
+            pts.iter().map(|&(px, py)| self.pixel_to_scene(px.max(0.0), py.max(0.0))).unzip();
+        self.to_crs84.transform_coords(&mut xs, &mut ys, &mut []).ok()?;
+        let d = |i: usize| super::resolution::ground_distance_m((xs[0], ys[0]), (xs[i], ys[i]));
+        let m = (d(1) + d(2)) / 2.0 / span;
+        (m.is_finite() && m > 0.0).then_some(m)
+    }
+
     /// The window's footprint in CRS84; `Err` with GDAL's reason when a point cannot be
     /// transformed.
     pub fn footprint(&self, window: &Window) -> gdal::errors::Result<Footprint> {
@@ -307,6 +323,20 @@ mod tests {
         assert_eq!(ring[2 * EDGE_SEGMENTS], (234.0, 120.0));
         assert_eq!(ring[3 * EDGE_SEGMENTS], (10.0, 120.0));
         assert_eq!(ring.last(), ring.first());
+    }
+
+    #[cfg(feature = "gdal")]
+    #[test]
+    fn pixel_sizes_of_projected_and_geographic_scenes() {
+        let utm = SpatialRef::from_epsg(32618).unwrap();
+        let g = Georef::new([500_000.0, 30.0, 0.0, 4_000_000.0, 0.0, -30.0], &utm).unwrap();
+        let m = g.pixel_size_m(7_000, 7_000).unwrap();
+        assert!((m - 30.0).abs() < 0.1, "{m}");
+        // 1/3600 degree at the equator ≈ 30.9 m.
+        let wgs84 = SpatialRef::from_epsg(4326).unwrap();
+        let g = Georef::new([10.0, 1.0 / 3600.0, 0.0, 0.5, 0.0, -1.0 / 3600.0], &wgs84).unwrap();
+        let m = g.pixel_size_m(3_600, 3_600).unwrap();
+        assert!((m - 30.9).abs() < 0.2, "{m}");
     }
 
     #[cfg(feature = "gdal")]

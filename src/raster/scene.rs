@@ -1,7 +1,7 @@
 //! One scene opened with GDAL: which three bands become R, G, B, how their values become
 //! 8 bits, where its nodata is, and windowed reads of single chips (never the whole scene).
 
-use gdal::raster::{ColorInterpretation, GdalDataType, RasterBand};
+use gdal::raster::{ColorInterpretation, GdalDataType, RasterBand, ResampleAlg};
 use gdal::{Dataset, Metadata};
 
 use super::footprint::{Georef, crs_name};
@@ -30,9 +30,12 @@ pub enum WindowData {
 /// One window read from a scene, before conversion to a model chip.
 #[derive(Debug, Clone)]
 pub struct RawChip {
+    /// The window in scene pixels (what the footprint and the catalog record).
     pub window: Window,
+    /// Width and height of `data`: the window's own size, or the buffer it was resampled into.
+    pub size: (usize, usize),
     pub data: WindowData,
-    /// Per pixel of the window: valid (not nodata / masked / NaN). `None` = all valid.
+    /// Per pixel of `data`: valid (not nodata / masked / NaN). `None` = all valid.
     pub valid: Option<Vec<bool>>,
     /// Valid pixels over the window's area (the padding of a scene smaller than a chip is
     /// not counted: such a scene is indexed as padded chips).
@@ -54,6 +57,8 @@ pub struct Scene {
     palette: Option<Vec<[u8; 3]>>,
     pub georef: Option<Georef>,
     pub crs: Option<String>,
+    /// Ground sample distance in metres (from the georeferencing; `None` without it).
+    pub pixel_size_m: Option<f64>,
     pub acquired_us: Option<i64>,
     /// Things the operator should know (band replication, missing georeferencing).
     pub warnings: Vec<String>,
@@ -105,6 +110,7 @@ impl Scene {
             warnings.retain(|w| !w.contains("replicated"));
         }
         let (georef, crs) = georeferencing(&dataset, &mut warnings);
+        let pixel_size_m = georef.as_ref().and_then(|g| g.pixel_size_m(width, height));
         Ok(Scene {
             path: path.to_string(),
             acquired_us: acquisition_time(&dataset),
@@ -117,12 +123,20 @@ impl Scene {
             palette,
             georef,
             crs,
+            pixel_size_m,
             warnings,
         })
     }
 
-    /// Reads one window (all three bands and the mask).
+    /// Reads one window (all three bands and the mask) at its own size.
     pub fn read(&self, window: &Window) -> Result<RawChip> {
+        self.read_resampled(window, (window.width, window.height))
+    }
+
+    /// Reads one window into a `buffer` (width, height) of another size: GDAL averages when
+    /// the buffer is smaller (`index --gsd` coarser than the scene) and interpolates
+    /// bilinearly when it is larger; palette indices and masks take the nearest pixel.
+    pub fn read_resampled(&self, window: &Window, buffer: (usize, usize)) -> Result<RawChip> {
         let bad = |e: gdal::errors::GdalError| AcfError::Raster {
             path: self.path.clone(),
             reason: format!(
@@ -130,13 +144,20 @@ impl Scene {
                 window.width, window.height, window.col, window.row
             ),
         };
-        let n = window.width * window.height;
+        let n = buffer.0 * buffer.1;
         let at = (window.col as isize, window.row as isize);
         let size = (window.width, window.height);
+        let resampled = buffer != size;
+        let smooth = match (resampled, buffer.0 < size.0) {
+            (false, _) => None,
+            (true, true) => Some(ResampleAlg::Average),
+            (true, false) => Some(ResampleAlg::Bilinear),
+        };
+        let nearest = resampled.then_some(ResampleAlg::NearestNeighbour);
         let data = if let Some(palette) = &self.palette {
             let band = self.dataset.rasterband(self.bands[0]).map_err(bad)?;
             let mut index = vec![0u8; n];
-            band.read_into_slice(at, size, size, &mut index, None).map_err(bad)?;
+            band.read_into_slice(at, size, buffer, &mut index, nearest).map_err(bad)?;
             let mut buf = vec![0u8; 3 * n];
             for (i, &v) in index.iter().enumerate() {
                 let rgb = palette.get(v as usize).copied().unwrap_or([0, 0, 0]);
@@ -149,14 +170,14 @@ impl Scene {
             let mut buf = vec![0u8; 3 * n];
             for (k, &b) in self.bands.iter().enumerate() {
                 let band = self.dataset.rasterband(b).map_err(bad)?;
-                band.read_into_slice(at, size, size, &mut buf[k * n..(k + 1) * n], None).map_err(bad)?;
+                band.read_into_slice(at, size, buffer, &mut buf[k * n..(k + 1) * n], smooth).map_err(bad)?;
             }
             WindowData::Byte(buf)
         } else {
             let mut buf = vec![0f32; 3 * n];
             for (k, &b) in self.bands.iter().enumerate() {
                 let band = self.dataset.rasterband(b).map_err(bad)?;
-                band.read_into_slice(at, size, size, &mut buf[k * n..(k + 1) * n], None).map_err(bad)?;
+                band.read_into_slice(at, size, buffer, &mut buf[k * n..(k + 1) * n], smooth).map_err(bad)?;
             }
             WindowData::Float(buf)
         };
@@ -166,7 +187,7 @@ impl Scene {
             for &b in dedup(&self.bands).iter() {
                 let band = self.dataset.rasterband(b).map_err(bad)?;
                 let mask_band = band.open_mask_band().map_err(bad)?;
-                mask_band.read_into_slice(at, size, size, &mut mask, None).map_err(bad)?;
+                mask_band.read_into_slice(at, size, buffer, &mut mask, nearest).map_err(bad)?;
                 for (v, &m) in valid.iter_mut().zip(&mask) {
                     *v &= m > 0;
                 }
@@ -183,7 +204,13 @@ impl Scene {
             None
         };
         let valid_count = valid.as_ref().map_or(n, |v| v.iter().filter(|&&x| x).count());
-        Ok(RawChip { window: *window, data, valid, valid_fraction: valid_count as f32 / n.max(1) as f32 })
+        Ok(RawChip {
+            window: *window,
+            size: buffer,
+            data,
+            valid,
+            valid_fraction: valid_count as f32 / n.max(1) as f32,
+        })
     }
 }
 

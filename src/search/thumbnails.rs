@@ -4,10 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
-
 use super::engine::QueryResult;
 use crate::error::{AcfError, Result};
+use crate::html::escape;
 use crate::raster::chip::to_model_chip;
 use crate::raster::scene::{ReadOptions, Scene};
 use crate::raster::tiling::Window;
@@ -27,17 +26,29 @@ pub fn chip_png(scene: &str, window: [i32; 4], size: usize) -> Result<Vec<u8>> {
             reason: "the window is outside the scene (the scene changed since indexing?)".into(),
         });
     }
-    let raw = s.read(&w)?;
+    let raw = s.read_resampled(&w, thumbnail_buffer(&w, (s.width, s.height), size))?;
     let chw = to_model_chip(&raw, s.stretch.as_ref(), size);
     let plane = size * size;
     let hwc: Vec<u8> = (0..plane).flat_map(|i| [chw[i], chw[plane + i], chw[2 * plane + i]]).collect();
     let img = image::RgbImage::from_raw(size as u32, size as u32, hwc).ok_or_else(|| {
         AcfError::Serialize { what: "thumbnail".into(), reason: "pixel buffer of the wrong size".into() }
     })?;
-    let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| AcfError::Serialize { what: "thumbnail PNG".into(), reason: e.to_string() })?;
-    Ok(png)
+    crate::html::png(&img)
+}
+
+/// The buffer a hit's window is drawn into. A window at native resolution is drawn pixel for
+/// pixel (a short side only where the scene itself is short, padded as the model saw it); a
+/// window of an index made with `--gsd` is larger than the chip, or smaller without spanning
+/// the scene, and is resampled so that its longer side fills the thumbnail.
+fn thumbnail_buffer(w: &Window, scene: (usize, usize), size: usize) -> (usize, usize) {
+    let side = w.width.max(w.height);
+    let resampled =
+        side > size || (w.width < size && w.width < scene.0) || (w.height < size && w.height < scene.1);
+    if !resampled || side == 0 {
+        return (w.width, w.height);
+    }
+    let fit = |n: usize| ((n * size) as f64 / side as f64).round().clamp(1.0, size as f64) as usize;
+    (fit(w.width), fit(w.height))
 }
 
 /// Writes `DIR/<query#>-<rank>-<chip_id>.png` for every hit; returns the files written.
@@ -80,9 +91,9 @@ pub fn html_page(results: &[QueryResult], index: &Path, size: usize) -> String {
         for h in &r.hits {
             let img = match chip_png(&h.scene, h.window, size) {
                 Ok(png) => format!(
-                    "<img alt=\"{}\" src=\"data:image/png;base64,{}\">",
+                    "<img alt=\"{}\" src=\"{}\">",
                     escape(&h.chip_id),
-                    base64::engine::general_purpose::STANDARD.encode(png)
+                    crate::html::png_data_uri(&png)
                 ),
                 Err(e) => format!("<div class=missing>no thumbnail: {}</div>", escape(&e.to_string())),
             };
@@ -117,6 +128,19 @@ fn file_name(scene: &str) -> String {
     Path::new(scene).file_name().map_or(scene.to_string(), |n| n.to_string_lossy().into_owned())
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_windows_are_drawn_as_read_and_gsd_windows_fill_the_thumbnail() {
+        let win = |width, height| Window { col: 0, row: 0, width, height };
+        assert_eq!(thumbnail_buffer(&win(224, 224), (1000, 900), 224), (224, 224));
+        // A scene 100 px wide: its windows are 100 wide at native resolution.
+        assert_eq!(thumbnail_buffer(&win(100, 224), (100, 900), 224), (100, 224));
+        // --gsd 2 on 1 m (448 px windows), --gsd 0.5 (112 px), and a 300 px wide scene at 2 m.
+        assert_eq!(thumbnail_buffer(&win(448, 448), (1000, 900), 224), (224, 224));
+        assert_eq!(thumbnail_buffer(&win(112, 112), (1000, 900), 224), (224, 224));
+        assert_eq!(thumbnail_buffer(&win(300, 448), (300, 900), 224), (150, 224));
+    }
 }

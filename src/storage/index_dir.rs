@@ -50,6 +50,9 @@ pub struct ChipOptions {
     pub scale: Option<(f64, f64)>,
     /// `--min-valid`.
     pub min_valid: f32,
+    /// `--gsd` in metres (None: native resolution; indexes before 0.2 have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gsd: Option<f64>,
 }
 
 impl ChipOptions {
@@ -75,6 +78,12 @@ impl ChipOptions {
         }
         if self.min_valid != other.min_valid {
             return Some((format!("--min-valid {}", other.min_valid), show(&self.min_valid)));
+        }
+        if self.gsd != other.gsd {
+            let g = |g: &Option<f64>| {
+                g.map_or("native resolution (no --gsd)".to_string(), |m| format!("--gsd {m}"))
+            };
+            return Some((g(&other.gsd), g(&self.gsd)));
         }
         None
     }

@@ -2,7 +2,9 @@
 //! with checkpoints, and R@K/mR evaluation.
 
 pub mod adam;
+pub mod device_check;
 pub mod evaluate;
+pub mod figure;
 pub mod loader;
 pub mod metrics;
 pub mod trainer;

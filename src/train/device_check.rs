@@ -1,0 +1,157 @@
+//! `acf-index bench devices`: does the model compute the same thing on an accelerator as on
+//! the CPU? One model's weights on both devices, the same inputs: image features (plain and
+//! BN-folded float32, bfloat16 reported), scores S, and one training step (loss, gradient
+//! norm, and the direction of the parameter update). Each row has a limit; the command fails
+//! when one is exceeded, so a GPU run can stop before it trains on a broken device.
+
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use super::adam::Adam;
+use super::loader::Batch;
+use super::trainer::train_step;
+use crate::model::inference::max_cosine_deviation;
+use crate::model::{AcfModel, ImageFeatures, InferenceOptions, InferencePrecision};
+
+/// One comparison of the device against the CPU.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckRow {
+    pub what: String,
+    /// The measured difference (its unit is in `what`).
+    pub value: f64,
+    /// The largest difference accepted; `None` for rows only reported (bfloat16).
+    pub limit: Option<f64>,
+    pub pass: bool,
+}
+
+fn row(what: impl Into<String>, value: f64, limit: Option<f64>) -> CheckRow {
+    let pass = limit.is_none_or(|l| value.is_finite() && value <= l);
+    CheckRow { what: what.into(), value, limit, pass }
+}
+
+fn to_cpu(f: &ImageFeatures) -> ImageFeatures {
+    ImageFeatures { regions: f.regions.to_device(Device::Cpu), global: f.global.to_device(Device::Cpu) }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_device(Device::Cpu).to_kind(Kind::Double) - b.to_device(Device::Cpu).to_kind(Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[])
+}
+
+/// All trainable parameters of a model, flattened into one CPU vector (sorted by name).
+fn flat_parameters(model: &AcfModel) -> Tensor {
+    let mut vars: Vec<(String, Tensor)> =
+        model.var_store().variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let parts: Vec<Tensor> = vars
+        .iter()
+        .map(|(_, t)| t.detach().to_device(Device::Cpu).to_kind(Kind::Double).flatten(0, -1))
+        .collect();
+    Tensor::cat(&parts, 0)
+}
+
+/// Compares `device` against the CPU for `model` (on the CPU) with a batch of `batch` random
+/// chips and captions. `Err` only when the model cannot be copied to the device.
+pub fn compare(model: &AcfModel, device: Device, batch: i64) -> crate::error::Result<Vec<CheckRow>> {
+    let mut rows = Vec::new();
+    let cfg = &model.config;
+    let mut on_device = AcfModel::new(cfg.clone(), model.vocab.clone(), device);
+    on_device.var_store_mut().copy(model.var_store())?;
+    tch::manual_seed(7);
+    let s = cfg.image.image_size;
+    let pixels = Tensor::randint(256, [batch, 3, s, s], (Kind::Uint8, Device::Cpu));
+    let vocab = model.vocab.len() as i64;
+    let ids = Tensor::randint_low(2, vocab.max(3), [batch, 12], (Kind::Int64, Device::Cpu));
+    let lengths = Tensor::randint_low(3, 13, [batch], (Kind::Int64, Device::Cpu));
+    let ids =
+        ids * Tensor::arange(12, (Kind::Int64, Device::Cpu)).unsqueeze(0).lt_tensor(&lengths.unsqueeze(1));
+
+    {
+        let _guard = tch::no_grad_guard();
+        let reference = model.encode_pixels(&pixels, false);
+        let plain = to_cpu(&on_device.encode_pixels(&pixels.to_device(device), false));
+        rows.push(row(
+            "image features f32, 1 − cos (min over regions and global)",
+            max_cosine_deviation(&plain, &reference),
+            Some(1e-3),
+        ));
+        for (precision, limit) in
+            [(InferencePrecision::Float32, Some(1e-3)), (InferencePrecision::BFloat16, None)]
+        {
+            let enc = on_device.inference_image_encoder(&InferenceOptions::with_precision(precision), None);
+            let f = to_cpu(&enc.encode_pixels(&pixels.to_device(device)));
+            let what = format!("image features {} BN-folded, 1 − cos", precision.name());
+            rows.push(row(what, max_cosine_deviation(&f, &reference), limit));
+        }
+        let text = model.encode_ids(&ids, &lengths, false);
+        let text_dev = on_device.encode_ids(&ids.to_device(device), &lengths.to_device(device), false);
+        rows.push(row("word features, max |Δ|", max_abs_diff(&text.words, &text_dev.words), Some(1e-3)));
+        let scores = model.score(&reference, &text);
+        let scores_dev =
+            on_device.score(&on_device.encode_pixels(&pixels.to_device(device), false), &text_dev);
+        rows.push(row(
+            format!("scores S ({batch}×{batch}), max |Δ|"),
+            max_abs_diff(&scores, &scores_dev),
+            Some(2e-3),
+        ));
+    }
+
+    // One training step from the same weights and a fresh optimiser on each device.
+    let flat = Vec::<u8>::try_from(&pixels.flatten(0, -1)).unwrap_or_default();
+    let captions: Vec<Vec<i64>> = (0..batch)
+        .map(|i| {
+            let n = lengths.int64_value(&[i]);
+            (0..n).map(|j| ids.int64_value(&[i, j])).collect()
+        })
+        .collect();
+    let step_batch = Batch { pixels: flat, captions, image_ids: (0..batch).collect() };
+    let lr = cfg.training.learning_rate;
+    let mut results = Vec::new();
+    for m in [model, &on_device] {
+        let before = flat_parameters(m);
+        let mut adam = Adam::new(m.var_store(), &cfg.training);
+        let (loss, grad_norm) = train_step(m, &mut adam, &step_batch, &cfg.loss, lr, s);
+        results.push((loss, grad_norm, flat_parameters(m) - before));
+    }
+    // Undo nothing: the CPU model was only a reference copy for this check.
+    let (cpu, dev) = (&results[0], &results[1]);
+    let rel = |a: f64, b: f64| (a - b).abs() / a.abs().max(1e-12);
+    rows.push(row("training step: loss, relative |Δ|", rel(cpu.0, dev.0), Some(1e-3)));
+    rows.push(row("training step: gradient norm, relative |Δ|", rel(cpu.1, dev.1), Some(1e-2)));
+    let cos =
+        Tensor::cosine_similarity(&cpu.2.unsqueeze(0), &dev.2.unsqueeze(0), 1, 1e-30).double_value(&[0]);
+    rows.push(row("training step: parameter update, 1 − cos", 1.0 - cos, Some(1e-2)));
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Config, Vocab};
+
+    #[test]
+    fn the_cpu_agrees_with_itself_and_every_row_has_a_verdict() {
+        let mut cfg = Config::pvig_nano();
+        cfg.embed_dim = 64;
+        cfg.image.image_size = 96;
+        cfg.image.blocks = vec![1, 1, 1, 1];
+        cfg.image.channels = vec![16, 32, 64, 128];
+        cfg.image.knn_min = 4;
+        cfg.image.knn_max = 6;
+        cfg.image.max_dilation = 1;
+        cfg.image.region_grid = 3;
+        cfg.text.word_dim = 32;
+        let vocab = Vocab::build(["a red roof beside a green field near water"], 1);
+        tch::manual_seed(1);
+        let model = AcfModel::new(cfg, vocab, Device::Cpu);
+        let rows = compare(&model, Device::Cpu, 4).unwrap();
+        assert!(rows.len() >= 7, "{rows:?}");
+        for r in &rows {
+            assert!(r.value.is_finite(), "{r:?}");
+            assert!(r.pass, "CPU against CPU must pass: {r:?}");
+        }
+        assert!(rows.iter().any(|r| r.what.contains("training step")));
+    }
+}
