@@ -87,6 +87,8 @@ impl From<FormatArg> for crate::search::output::Format {
 pub enum CorrectionArg {
     /// softmax(λ · (sim_g − p) · s̄).
     Logits,
+    /// softmax(λ · (1 + sim_g − p) · s̄): λ where sim_g = p, sharper above, flatter below.
+    Scaled,
     /// The printed form, which cancels: plain softmax(λ · s̄).
     Off,
 }
@@ -95,6 +97,7 @@ impl From<CorrectionArg> for crate::model::config::Correction {
     fn from(a: CorrectionArg) -> Self {
         match a {
             CorrectionArg::Logits => Self::Logits,
+            CorrectionArg::Scaled => Self::Scaled,
             CorrectionArg::Off => Self::Off,
         }
     }
@@ -517,7 +520,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub ablate: bool,
     /// Also evaluate the model with one scoring setting swept (the paper's Tables 1–3):
-    /// `p=0.1,0.2,0.3`, `q=0,0.1,0.2`, `lambda=5,9,15`, `correction=logits,off`; repeatable.
+    /// `p=0.1,0.2,0.3`, `q=0,0.1,0.2`, `lambda=5,9,15`, `correction=logits,scaled,off`; repeatable.
     #[arg(long, value_name = "NAME=V1,V2,…", value_parser = crate::train::evaluate::parse_sweep)]
     pub sweep: Vec<crate::train::evaluate::Sweep>,
     /// Only the first N images of the split.

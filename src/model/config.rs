@@ -97,6 +97,10 @@ pub struct TextConfig {
 pub enum Correction {
     /// `softmax(λ · c · s̄)` with `c = sim_g − p`.
     Logits,
+    /// `softmax(λ · (1 + c) · s̄)`: the printed λ where `sim_g = p`, sharper attention above
+    /// it, flatter below (it flips only below `sim_g = p − 1`). A form measured against
+    /// `logits` because `logits` flattens every pair's attention (λ·c ≪ λ for `sim_g < 1`).
+    Scaled,
     /// The printed form, which cancels: plain `softmax(λ · s̄)` (ablation M3).
     Off,
 }

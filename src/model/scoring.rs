@@ -79,6 +79,7 @@ fn local_scores_with(
     // Eq. 6–9: logits λ·s̄ (correction off, the printed form) or λ·c·s̄ with c = sim_g − p.
     let scale = match cfg.correction {
         Correction::Logits => Some((sim_g - cfg.p).view([n, t, 1, 1]) * cfg.lambda),
+        Correction::Scaled => Some((sim_g - cfg.p + 1.0).view([n, t, 1, 1]) * cfg.lambda),
         Correction::Off => None,
     };
     let logits = |s_bar: Tensor| match &scale {
@@ -230,6 +231,7 @@ mod tests {
                 let sim_g = cos(vg, tg);
                 let c = c.unwrap_or(match cfg.correction {
                     Correction::Logits => sim_g - cfg.p,
+                    Correction::Scaled => 1.0 + sim_g - cfg.p,
                     Correction::Off => 1.0,
                 });
                 let s: Vec<Vec<f64>> =
@@ -269,7 +271,7 @@ mod tests {
         {
             let (images, texts) = features(n, &lens, m, false);
             let (im32, tx32) = float(&images, &texts);
-            for correction in [Correction::Logits, Correction::Off] {
+            for correction in [Correction::Logits, Correction::Scaled, Correction::Off] {
                 for (filtering, q) in [(false, 0.1), (true, 0.1), (true, 0.01)] {
                     for global in [true, false] {
                         let cfg = config(correction, filtering, global, q);

@@ -138,8 +138,9 @@ impl Sweep {
             "correction" => {
                 s.correction = match value {
                     "logits" => Correction::Logits,
+                    "scaled" => Correction::Scaled,
                     "off" => Correction::Off,
-                    _ => return Err(format!("correction={value}: logits or off")),
+                    _ => return Err(format!("correction={value}: logits, scaled or off")),
                 }
             }
             "filtering" => {

@@ -153,7 +153,7 @@ mod tests {
         let global = unit(&base * (1.0 - mix.abs()) + t.global.expand([n, d], false) * &mix);
         let images = ImageFeatures { regions, global };
         let flat = to_vec(&images.regions);
-        for correction in [Correction::Logits, Correction::Off] {
+        for correction in [Correction::Logits, Correction::Scaled, Correction::Off] {
             for filtering in [true, false] {
                 for global_component in [true, false] {
                     let mut cfg = model.config.scoring.clone();

@@ -83,6 +83,7 @@ pub fn score(
     // Eq. 6–9: logits λ·c·s̄ with c = sim_g − p (correction on), or λ·s̄.
     let scale = match cfg.correction {
         Correction::Logits => cfg.lambda as f32 * (sim_g - cfg.p as f32),
+        Correction::Scaled => cfg.lambda as f32 * (1.0 + sim_g - cfg.p as f32),
         Correction::Off => cfg.lambda as f32,
     };
     let q = cfg.q as f32;
