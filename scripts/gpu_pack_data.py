@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Packs image-caption datasets (RSICD JSON format) into a size budget for a GPU run.
 
-Every val and test image is kept for evaluation only up to --val-images per dataset and the
-test splits in full when they fit; then training images are added, alternating between the
-datasets in their file order, until the budget is spent. Images wider than 224 px are
-re-encoded as 224 x 224 JPEG (quality 85); smaller ones are copied as they are. Writes
+The first --val-images of each val split are packed first (the trainer picks its best epoch
+with them); then training images, alternating between the datasets in their file order,
+until the budget is spent. Test splits stay behind: the trained weights come back and are
+evaluated where the data is. Images wider than 224 px are re-encoded as 224 x 224 JPEG
+(quality 80); smaller JPEGs are copied as they are. Writes
 OUT/<dataset>/<dataset>.json (only the packed images) and OUT/<dataset>/images/ (the loader
 looks for images/ beside the JSON).
 
@@ -25,7 +26,7 @@ def encoded(path):
         if im.width <= 224 and im.height <= 224 and path.lower().endswith((".jpg", ".jpeg")):
             return None  # copied as it is
         buf = io.BytesIO()
-        im.convert("RGB").resize((224, 224), Image.BILINEAR).save(buf, "JPEG", quality=85)
+        im.convert("RGB").resize((224, 224), Image.BILINEAR).save(buf, "JPEG", quality=80)
         return buf.getvalue()
 
 
@@ -34,6 +35,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget-bytes", type=int, required=True)
     ap.add_argument("--val-images", type=int, default=300)
+    ap.add_argument("--max-train", type=int, default=None, help="at most this many training images")
     ap.add_argument("datasets", nargs="+")
     args = ap.parse_args()
     if args.budget_bytes <= 0:
@@ -68,8 +70,8 @@ def main():
         kept[name].append(dict(img, filename=filename))
         return True
 
-    # Evaluation images first: the first --val-images of each val split, then the test splits.
-    for split, limit in (("val", args.val_images), ("test", None)):
+    # Validation images first: the first --val-images of each val split.
+    for split, limit in (("val", args.val_images),):
         for name, d, src in sets:
             imgs = [i for i in d["images"] if i["split"] == split][:limit]
             for img in imgs:
@@ -78,11 +80,17 @@ def main():
     queues = [(name, src, [i for i in d["images"] if i["split"] == "train"]) for name, d, src in sets]
     full = False
     k = 0
+    train = 0
     while not full and any(k < len(q) for _, _, q in queues):
         for name, src, q in queues:
-            if k < len(q) and not add(name, src, q[k]):
+            if args.max_train is not None and train >= args.max_train:
                 full = True
                 break
+            if k < len(q):
+                if not add(name, src, q[k]):
+                    full = True
+                    break
+                train += 1
         k += 1
     for name, d, _ in sets:
         out = {"dataset": d.get("dataset", name), "images": kept[name]}

@@ -494,7 +494,7 @@ fn gsd_resamples_chips_to_one_ground_size_and_is_fixed_for_the_index() {
     let dir = Dir::new();
     let naip = geotiff("m_3607824_se_17_1_20160620_sub.tif");
     for (gsd, side, grid) in [("0.5", 112u64, vec![0u64, 112, 188]), ("2", 300, vec![0])] {
-        let out = dir.join(&format!("idx-{gsd}"));
+        let out = dir.join(format!("idx-{gsd}"));
         index(&dir, &out, std::slice::from_ref(&naip)).args(["--gsd", gsd]).succeeds();
         let rows = read_index_externally(&out)["rows"].as_array().unwrap().clone();
         assert_eq!(rows.len(), grid.len() * grid.len(), "--gsd {gsd}: chips");

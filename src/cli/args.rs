@@ -616,7 +616,8 @@ pub enum BenchCommand {
         stage1_chips: Option<usize>,
     },
     /// Checks that an accelerator computes what the CPU does with the same weights: image
-    /// features (1 − cos ≤ 1e-3 in float32; bfloat16 reported), word features and scores S,
+    /// features (mean 1 − cos ≤ 1e-3 in float32, the worst chip and bfloat16 reported), word
+    /// features and scores S,
     /// and one training step (loss, gradient norm, direction of the update). Exit code 1 when
     /// a check fails.
     Devices(DevicesArgs),

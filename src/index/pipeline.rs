@@ -199,10 +199,10 @@ pub fn run(model: &ModelDir, opts: &IndexOptions, interrupt: Arc<AtomicBool>) ->
         gsd: opts.gsd,
     };
     let header = check_model(&index, model, opts.nodes_dtype, opts.new_model, &chip_options)?;
-    if let (Some(gsd), Some(range)) = (opts.gsd, model.config().training_gsd_m) {
-        if let Some(w) = resolution::out_of_range_warning(gsd, range, "--gsd") {
-            tracing::warn!("{w}");
-        }
+    if let (Some(gsd), Some(range)) = (opts.gsd, model.config().training_gsd_m)
+        && let Some(w) = resolution::out_of_range_warning(gsd, range, "--gsd")
+    {
+        tracing::warn!("{w}");
     }
     let mut summary = IndexSummary {
         scenes: scenes.len(),
@@ -361,10 +361,10 @@ fn reader(
                 }
             },
         };
-        if let (None, Some(native), Some(range)) = (opts.gsd, scene.pixel_size_m, training_gsd) {
-            if let Some(w) = resolution::out_of_range_warning(native, range, "ground sample distance") {
-                tracing::warn!("{path}: {w}");
-            }
+        if let (None, Some(native), Some(range)) = (opts.gsd, scene.pixel_size_m, training_gsd)
+            && let Some(w) = resolution::out_of_range_warning(native, range, "ground sample distance")
+        {
+            tracing::warn!("{path}: {w}");
         }
         let windows = grid.windows(scene.width, scene.height);
         let bbox = match &scene.georef {
