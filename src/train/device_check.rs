@@ -154,20 +154,11 @@ pub fn compare(model: &AcfModel, device: Device, batch: i64) -> crate::error::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Config, Vocab};
+    use crate::model::Vocab;
 
     #[test]
     fn the_cpu_agrees_with_itself_and_every_row_has_a_verdict() {
-        let mut cfg = Config::pvig_nano();
-        cfg.embed_dim = 64;
-        cfg.image.image_size = 96;
-        cfg.image.blocks = vec![1, 1, 1, 1];
-        cfg.image.channels = vec![16, 32, 64, 128];
-        cfg.image.knn_min = 4;
-        cfg.image.knn_max = 6;
-        cfg.image.max_dilation = 1;
-        cfg.image.region_grid = 3;
-        cfg.text.word_dim = 32;
+        let cfg = crate::train::trainer::tests::micro_config();
         let vocab = Vocab::build(["a red roof beside a green field near water"], 1);
         tch::manual_seed(1);
         let model = AcfModel::new(cfg, vocab, Device::Cpu);

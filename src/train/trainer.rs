@@ -427,7 +427,7 @@ impl MetricsLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::train::evaluate::{EvalSet, evaluate};
 
@@ -444,7 +444,7 @@ mod tests {
     }
 
     /// Same structure as pvig-nano, small enough to train in seconds on a CPU.
-    fn micro_config() -> Config {
+    pub(crate) fn micro_config() -> Config {
         let mut c = Config::pvig_nano();
         c.name = "test-micro".into();
         c.embed_dim = 64;
