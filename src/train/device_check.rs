@@ -93,16 +93,17 @@ pub fn compare(model: &AcfModel, device: Device, batch: i64) -> crate::error::Re
         // The gate is the mean 1 − cos; the worst chip is reported, because a dynamic k-NN
         // graph can swap nearly tied neighbours under any change of float order (a random
         // pvig-ti on noise input does), which says nothing about the device.
+        let pixels_dev = pixels.to_device(device);
         let reference = model.encode_pixels(&pixels, false);
-        let plain = to_cpu(&on_device.encode_pixels(&pixels.to_device(device), false));
-        push_features(&mut rows, "image features f32", &plain, &reference, Some(1e-3));
+        let plain_dev = on_device.encode_pixels(&pixels_dev, false);
+        push_features(&mut rows, "image features f32", &to_cpu(&plain_dev), &reference, Some(1e-3));
         for (precision, limit) in
             [(InferencePrecision::Float32, Some(1e-3)), (InferencePrecision::BFloat16, None)]
         {
             let opts = InferenceOptions::with_precision(precision);
             let cpu = model.inference_image_encoder(&opts, None).encode_pixels(&pixels);
             let enc = on_device.inference_image_encoder(&opts, None);
-            let f = to_cpu(&enc.encode_pixels(&pixels.to_device(device)));
+            let f = to_cpu(&enc.encode_pixels(&pixels_dev));
             push_features(
                 &mut rows,
                 &format!("image features {} BN-folded", precision.name()),
@@ -115,8 +116,7 @@ pub fn compare(model: &AcfModel, device: Device, batch: i64) -> crate::error::Re
         let text_dev = on_device.encode_ids(&ids.to_device(device), &lengths.to_device(device), false);
         rows.push(row("word features, max |Δ|", max_abs_diff(&text.words, &text_dev.words), Some(1e-3)));
         let scores = model.score(&reference, &text);
-        let scores_dev =
-            on_device.score(&on_device.encode_pixels(&pixels.to_device(device), false), &text_dev);
+        let scores_dev = on_device.score(&plain_dev, &text_dev);
         rows.push(row(
             format!("scores S ({batch}×{batch}), max |Δ|"),
             max_abs_diff(&scores, &scores_dev),
