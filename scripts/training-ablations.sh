@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Short from-scratch training runs for the paper's training-time tables on our data:
+# Table 3 (margin δ = 0.1 / 0.2 / 0.3) and Table 5's M1 (no GAT) and M2 (no multi-level
+# fusion), each against the same full-ACF run (δ = 0.2). They are SHORTENED runs, not the
+# paper's 60 epochs: pvig-nano from random weights on UCM-Captions train only (1,680 images),
+# one caption per image per epoch (27 steps of 64), EPOCHS epochs, Adam lr 1e-3 cosine to 1e-5,
+# summed negatives, word dropout 0.1, seed 42 (and 43 for a second full run); everything else is models/default/config.json.
+# Every run is validated on all 210 UCM val images after each epoch (OUT/metrics.jsonl) and
+# its best-validation model is evaluated on the 210 UCM test images (OUT/test.json).
+#
+#   scripts/training-ablations.sh [WORKDIR]       (default /tmp/acf-ablations)
+#   env: EPOCHS (4), RUNS ("acf m1 m2 d01 d03 acf2"; acf2 = the full ACF run again with seed 43,
+#        which measures how far two runs differ by chance), JOBS (2 runs at once, one thread each),
+#        UCM (the UCM-Captions dataset JSON, default ../shared/data/ucm-captions/dataset_ucm.json)
+# Then: scripts/training-ablation-table.py WORKDIR   (the markdown tables of the model card)
+#
+# Runs that already have OUT/test.json are skipped, so a stopped run of this script continues.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${1:-/tmp/acf-ablations}
+EPOCHS=${EPOCHS:-4}
+RUNS=${RUNS:-"acf m1 m2 d01 d03 acf2"}
+JOBS=${JOBS:-2}
+UCM=${UCM:-../shared/data/ucm-captions/dataset_ucm.json}
+BIN=target/release/acf-index
+export LD_LIBRARY_PATH="$PWD/.venv/libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 RAYON_NUM_THREADS=1
+[ -x "$BIN" ] || { echo "no $BIN: run scripts/setup.sh first" >&2; exit 1; }
+[ -f "$UCM" ] || { echo "no UCM-Captions dataset at $UCM (set UCM=...)" >&2; exit 1; }
+mkdir -p "$WORK"
+
+EPOCHS=$EPOCHS WORK=$WORK .venv/bin/python - <<'EOF'
+import copy, json, os
+base = json.load(open("models/default/config.json"))
+base["training"].update(learning_rate=1e-3, epochs=int(os.environ["EPOCHS"]), lr_schedule="cosine",
+                        lr_min=1e-5, captions_per_epoch="one", seed=42, warmup_sum_epochs=0,
+                        word_dropout=0.1)
+base["loss"]["negatives"] = "sum"
+changes = {"acf": [], "m1": [("text", "use_gat", False)], "m2": [("image", "multi_level_fusion", False)],
+           "d01": [("loss", "margin", 0.1)], "d03": [("loss", "margin", 0.3)],
+           "acf2": [("training", "seed", 43)]}
+for name, edits in changes.items():
+    c = copy.deepcopy(base)
+    for block, key, value in edits:
+        c[block][key] = value
+    with open(os.path.join(os.environ["WORK"], f"{name}.json"), "w") as f:
+        json.dump(c, f, indent=2)
+EOF
+
+one_run() {
+    local name=$1 out="$WORK/out-$1"
+    [ -f "$out/test.json" ] && { echo "$name: done already"; return; }
+    local resume=()
+    [ -d "$out/checkpoint" ] && resume=(--resume)
+    echo "$name: training ($EPOCHS epochs) -> $out"
+    "$BIN" train --dataset "$UCM" --config "$WORK/$name.json" --out "$out" --val-images 0 \
+        --log-format json "${resume[@]}" >"$WORK/$name.log" 2>&1
+    "$BIN" eval --model "$out" --dataset "$UCM" --split test --json >"$out/test.json.part" 2>>"$WORK/$name.log"
+    mv "$out/test.json.part" "$out/test.json"
+    echo "$name: finished"
+}
+
+pids=()
+for name in $RUNS; do
+    one_run "$name" &
+    pids+=($!)
+    while (($(jobs -rp | wc -l) >= JOBS)); do wait -n || true; done
+done
+status=0
+for p in "${pids[@]}"; do wait "$p" || status=1; done
+exit $status
