@@ -5,6 +5,7 @@ against the full-ACF run, with UCM val mR per epoch and the best-validation mode
 recalls.
 
     scripts/training-ablation-table.py WORKDIR
+    scripts/training-ablation-table.py docs/training-ablations   (the copy in the repo)
 """
 import json
 import os
@@ -45,6 +46,8 @@ def main():
     found = []
     for name, (label, group) in ROWS.items():
         out = os.path.join(work, f"out-{name}")
+        if not os.path.isdir(out):  # a copy of the runs' files, one folder per run
+            out = os.path.join(work, name)
         metrics = os.path.join(out, "metrics.jsonl")
         if not os.path.exists(metrics):
             continue
