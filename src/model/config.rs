@@ -144,6 +144,10 @@ pub struct LossConfig {
     pub negatives: Negatives,
     /// Add the same hinge on `sim_g` (L_g).
     pub global_loss: bool,
+    /// Never treat another image's caption with the same token ids as the positive's
+    /// as a negative (see `loss::excluded_pairs`). Off in configs that predate it.
+    #[serde(default)]
+    pub mask_duplicate_captions: bool,
 }
 
 /// Optimiser and schedule (Sec. 4.2).
@@ -275,7 +279,12 @@ impl Config {
                 filtering: true,
                 global_component: true,
             },
-            loss: LossConfig { margin: 0.2, negatives: Negatives::Hardest, global_loss: true },
+            loss: LossConfig {
+                margin: 0.2,
+                negatives: Negatives::Hardest,
+                global_loss: true,
+                mask_duplicate_captions: true,
+            },
             training: TrainingConfig {
                 learning_rate: 1e-3,
                 lr_decay_every: 20,

@@ -8,13 +8,11 @@ use crate::model::config::{LossConfig, Negatives};
 /// Hinge triplet loss over a (B, B) score matrix whose rows are images and columns
 /// captions, pair (b, b) being positive:
 /// `Σ_b [δ − S(I,T) + S(I,T̂)]_+ + [δ − S(I,T) + S(Î,T)]_+`, with the hardest negative
-/// (VSE++) or the sum over negatives. `image_ids` (B, int64) names each row's source image;
-/// a caption of the same image is never a negative. A row without negatives adds 0.
-pub fn triplet_loss(scores: &Tensor, image_ids: &Tensor, cfg: &LossConfig) -> Tensor {
+/// (VSE++) or the sum over negatives. `not_negative` (B, B, bool; see [`excluded_pairs`])
+/// marks the pairs that are never negatives. A row without negatives adds 0.
+pub fn triplet_loss(scores: &Tensor, not_negative: &Tensor, cfg: &LossConfig) -> Tensor {
     let positive = scores.diagonal(0, 0, 1);
-    let ids = image_ids.to_device(scores.device());
-    // Same source image (the positive itself included): never a negative.
-    let same = ids.unsqueeze(1).eq_tensor(&ids.unsqueeze(0));
+    let same = not_negative.to_device(scores.device());
     // Image b against captions T̂ (along a row) and caption b against images Î (along a column).
     let hinge = |positive: Tensor| (scores - positive + cfg.margin).clamp_min(0.0).masked_fill(&same, 0.0);
     let cost_captions = hinge(positive.unsqueeze(1));
@@ -28,11 +26,27 @@ pub fn triplet_loss(scores: &Tensor, image_ids: &Tensor, cfg: &LossConfig) -> Te
     }
 }
 
+/// The pairs of a batch that are never negatives, (B, B) bool: the same source image
+/// (`image_ids`, B int64; the positive itself included) and, when `caption_groups` is
+/// given (B int64, equal for captions with identical token ids), the same caption text.
+/// UCM-Captions repeats captions word for word across the images of a class (1,635
+/// distinct among 8,400 training captions); another image's identical caption scores
+/// exactly like the positive, so as a negative it only adds a hinge of δ that no weight
+/// can lower (for hardest negatives it hides the row's real negatives) and pushes apart
+/// images that the data describes the same way. Evaluation counts such captions as ties.
+pub fn excluded_pairs(image_ids: &Tensor, caption_groups: Option<&Tensor>) -> Tensor {
+    let same = |ids: &Tensor| ids.unsqueeze(1).eq_tensor(&ids.unsqueeze(0));
+    match caption_groups {
+        Some(groups) => same(image_ids).logical_or(&same(&groups.to_device(image_ids.device()))),
+        None => same(image_ids),
+    }
+}
+
 /// The ACF training loss (Eq. 15): [`triplet_loss`] on the full scores S plus, when
 /// `global_loss` is on, the same hinge on the global similarities `sim_g` (L_g).
-pub fn acf_loss(scores: &Tensor, global_sim: &Tensor, image_ids: &Tensor, cfg: &LossConfig) -> Tensor {
-    let local = triplet_loss(scores, image_ids, cfg);
-    if cfg.global_loss { local + triplet_loss(global_sim, image_ids, cfg) } else { local }
+pub fn acf_loss(scores: &Tensor, global_sim: &Tensor, not_negative: &Tensor, cfg: &LossConfig) -> Tensor {
+    let local = triplet_loss(scores, not_negative, cfg);
+    if cfg.global_loss { local + triplet_loss(global_sim, not_negative, cfg) } else { local }
 }
 
 #[cfg(test)]
@@ -40,11 +54,15 @@ mod tests {
     use super::*;
 
     fn config(negatives: Negatives, global_loss: bool) -> LossConfig {
-        LossConfig { margin: 0.2, negatives, global_loss }
+        LossConfig { margin: 0.2, negatives, global_loss, mask_duplicate_captions: false }
     }
 
     fn matrix(rows: [[f64; 3]; 3]) -> Tensor {
         Tensor::from_slice(rows.as_flattened()).view([3, 3])
+    }
+
+    fn distinct(n: i64) -> Tensor {
+        excluded_pairs(&Tensor::arange(n, (Kind::Int64, tch::Device::Cpu)), None)
     }
 
     fn value(t: &Tensor) -> f64 {
@@ -54,7 +72,7 @@ mod tests {
     #[test]
     fn hand_computed_example() {
         let scores = matrix([[0.9, 0.45, 0.8], [0.3, 0.7, 0.6], [0.5, 0.75, 0.6]]);
-        let ids = Tensor::from_slice(&[0i64, 1, 2]);
+        let ids = distinct(3);
         // Rows (captions as negatives): 0.1, 0.1, max(0.1, 0.35) | sum 0.45.
         // Columns (images as negatives): 0, 0.25, max(0.4, 0.2) | sum 0.6.
         let hardest = triplet_loss(&scores, &ids, &config(Negatives::Hardest, false));
@@ -78,17 +96,44 @@ mod tests {
         let scores = matrix([[0.9, 5.0, 0.1], [5.0, 0.8, 0.1], [0.1, 0.1, 0.7]]);
         for negatives in [Negatives::Hardest, Negatives::Sum] {
             let cfg = config(negatives, false);
-            let shared = triplet_loss(&scores, &Tensor::from_slice(&[0i64, 0, 1]), &cfg);
+            let shared =
+                triplet_loss(&scores, &excluded_pairs(&Tensor::from_slice(&[0i64, 0, 1]), None), &cfg);
             assert!(value(&shared).abs() < 1e-12, "{shared}");
-            let distinct = triplet_loss(&scores, &Tensor::from_slice(&[0i64, 1, 2]), &cfg);
-            assert!(value(&distinct) > 1.0, "{distinct}");
+            let apart = triplet_loss(&scores, &distinct(3), &cfg);
+            assert!(value(&apart) > 1.0, "{apart}");
+        }
+    }
+
+    #[test]
+    fn identical_captions_of_other_images_are_not_negatives_when_masked() {
+        // Images 0 and 1 carry the same caption text (group 0); image 2 another (group 2).
+        // Caption 1 scores with image 0 exactly as caption 0 does: a tie, not a negative.
+        let scores = matrix([[0.9, 0.9, 0.1], [0.8, 0.8, 0.1], [0.1, 0.1, 0.7]]);
+        let ids = Tensor::from_slice(&[0i64, 1, 2]);
+        let groups = Tensor::from_slice(&[0i64, 0, 2]);
+        let mask = excluded_pairs(&ids, Some(&groups));
+        let expected = [[true, true, false], [true, true, false], [false, false, true]];
+        for (i, row) in expected.iter().enumerate() {
+            for (j, &want) in row.iter().enumerate() {
+                assert_eq!(mask.int64_value(&[i as i64, j as i64]) != 0, want, "pair ({i}, {j})");
+            }
+        }
+        for negatives in [Negatives::Hardest, Negatives::Sum] {
+            let cfg = config(negatives, false);
+            // Unmasked, the tie costs δ in rows 0 and 1, and images 1 and 0 cost 0.1 and
+            // 0.3 as negatives of captions 0 and 1 (columns): 0.8 …
+            let unmasked = value(&triplet_loss(&scores, &distinct(3), &cfg));
+            assert!((unmasked - 0.8).abs() < 1e-12, "{negatives:?}: {unmasked}");
+            // … masked, every remaining negative is beaten by more than δ.
+            let masked = value(&triplet_loss(&scores, &mask, &cfg));
+            assert!(masked.abs() < 1e-12, "{negatives:?}: {masked}");
         }
     }
 
     #[test]
     fn zero_when_positives_beat_negatives_by_the_margin() {
         let scores = matrix([[1.0, 0.5, 0.79], [0.5, 1.0, 0.5], [0.79, 0.5, 1.0]]);
-        let ids = Tensor::from_slice(&[0i64, 1, 2]);
+        let ids = distinct(3);
         for negatives in [Negatives::Hardest, Negatives::Sum] {
             let loss = acf_loss(&scores, &scores, &ids, &config(negatives, true));
             assert_eq!(value(&loss), 0.0);

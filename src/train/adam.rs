@@ -142,7 +142,8 @@ mod tests {
         let mut loss_cfg = cfg.loss.clone();
         loss_cfg.negatives = crate::model::config::Negatives::Sum;
         loss_cfg.margin = 10.0; // every hinge active, so every branch gets a gradient
-        let l = loss::acf_loss(&s, &g, &Tensor::from_slice(&[0i64, 1, 2]), &loss_cfg);
+        let not_negative = loss::excluded_pairs(&Tensor::from_slice(&[0i64, 1, 2]), None);
+        let l = loss::acf_loss(&s, &g, &not_negative, &loss_cfg);
         adam.zero_grad();
         l.backward();
         adam.step(1e-3);

@@ -92,6 +92,15 @@ pub struct Batch {
     pub pixels: Vec<u8>,
     pub captions: Vec<Vec<i64>>,
     pub image_ids: Vec<i64>,
+    /// Per item, the batch position of the first item whose caption has the same token
+    /// ids before word dropout: equal values mean the same caption text.
+    pub caption_groups: Vec<i64>,
+}
+
+/// For each caption, the index of the first caption with the same token ids.
+pub fn caption_groups<'a>(captions: impl IntoIterator<Item = &'a [i64]>) -> Vec<i64> {
+    let mut first: std::collections::HashMap<&[i64], i64> = std::collections::HashMap::new();
+    captions.into_iter().enumerate().map(|(j, c)| *first.entry(c).or_insert(j as i64)).collect()
 }
 
 /// The (image, caption) pairs of `epoch` in order: one random caption per image, or
@@ -159,7 +168,12 @@ pub fn make_batch(images: &[TrainImage], plan: &[(usize, usize)], b: usize, opts
         })
         .collect();
     let (chips, captions): (Vec<Vec<u8>>, Vec<Vec<i64>>) = samples.into_iter().unzip();
-    Batch { pixels: chips.concat(), captions, image_ids: items.iter().map(|&(i, _)| i as i64).collect() }
+    Batch {
+        pixels: chips.concat(),
+        captions,
+        image_ids: items.iter().map(|&(i, _)| i as i64).collect(),
+        caption_groups: caption_groups(items.iter().map(|&(i, c)| images[i].captions[c].as_slice())),
+    }
 }
 
 /// Random crop (80–100 % of the shorter side), resize, rotation by k·90°, optional flip.
@@ -251,6 +265,14 @@ mod tests {
         assert!((100..=220).contains(&unk), "{unk} of 640 words dropped");
         let none = make_batch(&imgs, &plan, 0, BatchOptions { word_dropout: 0.0, ..opts });
         assert!(none.captions.iter().flatten().all(|&id| id == 5));
+        // Duplicate captions are found from the token ids before dropout.
+        assert!(a.caption_groups.iter().all(|&g| g == 0), "{:?}", a.caption_groups);
+    }
+
+    #[test]
+    fn caption_groups_name_the_first_identical_caption() {
+        let caps: [&[i64]; 5] = [&[4, 5], &[4], &[4, 5], &[4, 5, 0], &[4]];
+        assert_eq!(caption_groups(caps), vec![0, 1, 0, 3, 1]);
     }
 
     #[test]

@@ -262,7 +262,9 @@ pub fn train_step(
     let s = scoring::score_matrix(&images, &texts, &model.config.scoring);
     let g = scoring::global_similarity(&images, &texts);
     let image_ids = Tensor::from_slice(&batch.image_ids).to_device(device);
-    let loss = loss::acf_loss(&s, &g, &image_ids, loss_cfg);
+    let groups = Tensor::from_slice(&batch.caption_groups);
+    let not_negative = loss::excluded_pairs(&image_ids, loss_cfg.mask_duplicate_captions.then_some(&groups));
+    let loss = loss::acf_loss(&s, &g, &not_negative, loss_cfg);
     adam.zero_grad();
     loss.backward();
     let grad_norm = adam.step(lr);
