@@ -47,7 +47,6 @@ for name, (negatives, mask) in variants.items():
         json.dump(c, f, indent=2)
 EOF
 
-rm -f "$WORK/failed"
 for split in val test; do
     [ -f "$WORK/before-$split.json" ] ||
         { "$BIN" eval --model models/default --dataset "$UCM" --split "$split" --json >"$WORK/before-$split.json.part" &&
@@ -55,23 +54,10 @@ for split in val test; do
     while (($(jobs -rp | wc -l) >= JOBS)); do wait -n || true; done
 done
 wait
-one_run() {
-    local name=$1 out="$WORK/out-$1"
-    [ -f "$out/test.json" ] && { echo "$name: done already"; return; }
-    local start=(--init-from models/default)
-    [ -d "$out/checkpoint" ] && start=(--resume)
-    echo "$name: fine-tuning ($EPOCHS epochs) -> $out"
-    "$BIN" train --dataset "$UCM" --config "$WORK/$name.json" --out "$out" --val-images 0 \
-        --log-format json "${start[@]}" >"$WORK/$name.log" 2>&1 &&
-        "$BIN" eval --model "$out" --dataset "$UCM" --split test --json >"$out/test.json.part" 2>>"$WORK/$name.log" &&
-        mv "$out/test.json.part" "$out/test.json" &&
-        echo "$name: finished" ||
-        { echo "$name: FAILED (see $WORK/$name.log)"; echo "$name" >>"$WORK/failed"; }
-}
-
-for name in $RUNS; do
-    one_run "$name" &
-    while (($(jobs -rp | wc -l) >= JOBS)); do wait -n || true; done
+for split in val test; do
+    [ -f "$WORK/before-$split.json" ] || { echo "evaluating models/default on the $split split failed" >&2; exit 1; }
 done
-wait
-[ ! -f "$WORK/failed" ]
+DATASET=$UCM INIT_FROM=models/default
+source scripts/train-runs.sh
+# shellcheck disable=SC2086 # RUNS is a list of names
+run_all $RUNS

@@ -47,26 +47,7 @@ for name, edits in changes.items():
         json.dump(c, f, indent=2)
 EOF
 
-# A run that fails names itself in $WORK/failed (a background job's exit status is lost
-# once `wait -n` has reaped it), and the script exits 1 after the others finish.
-rm -f "$WORK/failed"
-one_run() {
-    local name=$1 out="$WORK/out-$1"
-    [ -f "$out/test.json" ] && { echo "$name: done already"; return; }
-    local resume=()
-    [ -d "$out/checkpoint" ] && resume=(--resume)
-    echo "$name: training ($EPOCHS epochs) -> $out"
-    "$BIN" train --dataset "$UCM" --config "$WORK/$name.json" --out "$out" --val-images 0 \
-        --log-format json "${resume[@]}" >"$WORK/$name.log" 2>&1 &&
-        "$BIN" eval --model "$out" --dataset "$UCM" --split test --json >"$out/test.json.part" 2>>"$WORK/$name.log" &&
-        mv "$out/test.json.part" "$out/test.json" &&
-        echo "$name: finished" ||
-        { echo "$name: FAILED (see $WORK/$name.log)"; echo "$name" >>"$WORK/failed"; }
-}
-
-for name in $RUNS; do
-    one_run "$name" &
-    while (($(jobs -rp | wc -l) >= JOBS)); do wait -n || true; done
-done
-wait
-[ ! -f "$WORK/failed" ]
+DATASET=$UCM
+source scripts/train-runs.sh
+# shellcheck disable=SC2086 # RUNS is a list of names
+run_all $RUNS
