@@ -23,14 +23,7 @@ WORK=${1:-/tmp/acf-masking}
 EPOCHS=${EPOCHS:-2}
 LR=${LR:-2e-4}
 RUNS=${RUNS:-"sum sum-mask hard hard-mask"}
-JOBS=${JOBS:-2}
-UCM=${UCM:-../shared/data/ucm-captions/dataset_ucm.json}
-BIN=target/release/acf-index
-export LD_LIBRARY_PATH="$PWD/.venv/libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 RAYON_NUM_THREADS=1
-[ -x "$BIN" ] || { echo "no $BIN: run scripts/setup.sh first" >&2; exit 1; }
-[ -f "$UCM" ] || { echo "no UCM-Captions dataset at $UCM (set UCM=...)" >&2; exit 1; }
-mkdir -p "$WORK"
+source scripts/train-runs.sh   # JOBS, UCM, BIN, one thread per run, checks
 
 EPOCHS=$EPOCHS LR=$LR WORK=$WORK .venv/bin/python - <<'EOF'
 import copy, json, os
@@ -58,6 +51,5 @@ for split in val test; do
     [ -f "$WORK/before-$split.json" ] || { echo "evaluating models/default on the $split split failed" >&2; exit 1; }
 done
 DATASET=$UCM INIT_FROM=models/default
-source scripts/train-runs.sh
 # shellcheck disable=SC2086 # RUNS is a list of names
 run_all $RUNS

@@ -1,11 +1,22 @@
-# Sourced by scripts/training-ablations.sh and scripts/negative-masking.sh: trains the
-# configs WORK/NAME.json, JOBS at a time, each into WORK/out-NAME, and evaluates each
-# best-validation model on DATASET's test split (WORK/out-NAME/test.json).
-# Needs BIN, WORK, DATASET, JOBS and EPOCHS set; INIT_FROM (optional) names a model that
-# each run fine-tunes instead of starting from random weights.
+# Sourced by scripts/training-ablations.sh and scripts/negative-masking.sh (from the repo
+# root, with WORK set): sets JOBS (default 2), UCM (the UCM-Captions JSON) and BIN, gives each
+# run one thread, checks that the binary and the dataset exist, and creates WORK.
+# run_all then trains the configs WORK/NAME.json, JOBS at a time, each into WORK/out-NAME,
+# and evaluates each best-validation model on DATASET's test split (WORK/out-NAME/test.json).
+# run_all needs DATASET and EPOCHS; INIT_FROM (optional) names a model that each run
+# fine-tunes instead of starting from random weights.
 # A run with test.json is skipped and one with a checkpoint resumes, so a stopped script
 # continues. A run that fails names itself in WORK/failed (a background job's exit status is
 # lost once `wait -n` has reaped it), and run_all returns 1 after the others finish.
+
+JOBS=${JOBS:-2}
+UCM=${UCM:-../shared/data/ucm-captions/dataset_ucm.json}
+BIN=target/release/acf-index
+export LD_LIBRARY_PATH="$PWD/.venv/libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 RAYON_NUM_THREADS=1
+[ -x "$BIN" ] || { echo "no $BIN: run scripts/setup.sh first" >&2; exit 1; }
+[ -f "$UCM" ] || { echo "no UCM-Captions dataset at $UCM (set UCM=...)" >&2; exit 1; }
+mkdir -p "$WORK"
 
 one_run() {
     local name=$1 out="$WORK/out-$1"

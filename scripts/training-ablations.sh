@@ -20,14 +20,7 @@ cd "$(dirname "$0")/.."
 WORK=${1:-/tmp/acf-ablations}
 EPOCHS=${EPOCHS:-4}
 RUNS=${RUNS:-"acf m1 m2 d01 d03 acf2"}
-JOBS=${JOBS:-2}
-UCM=${UCM:-../shared/data/ucm-captions/dataset_ucm.json}
-BIN=target/release/acf-index
-export LD_LIBRARY_PATH="$PWD/.venv/libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 RAYON_NUM_THREADS=1
-[ -x "$BIN" ] || { echo "no $BIN: run scripts/setup.sh first" >&2; exit 1; }
-[ -f "$UCM" ] || { echo "no UCM-Captions dataset at $UCM (set UCM=...)" >&2; exit 1; }
-mkdir -p "$WORK"
+source scripts/train-runs.sh   # JOBS, UCM, BIN, one thread per run, checks
 
 EPOCHS=$EPOCHS WORK=$WORK .venv/bin/python - <<'EOF'
 import copy, json, os
@@ -48,6 +41,5 @@ for name, edits in changes.items():
 EOF
 
 DATASET=$UCM
-source scripts/train-runs.sh
 # shellcheck disable=SC2086 # RUNS is a list of names
 run_all $RUNS
