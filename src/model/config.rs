@@ -183,6 +183,15 @@ pub struct TrainingConfig {
     /// `<unk>` embedding is trained into a neutral token instead of staying random.
     #[serde(default)]
     pub word_dropout: f64,
+    /// How an epoch shares its draws between datasets of sizes n_d: in proportion to
+    /// n_d^exponent. 1 = as loaded (a big dataset dominates), 0 = equal shares, between =
+    /// temperature sampling; a small dataset's images then repeat within an epoch.
+    #[serde(default = "default_dataset_sampling_exponent")]
+    pub dataset_sampling_exponent: f64,
+}
+
+fn default_dataset_sampling_exponent() -> f64 {
+    1.0
 }
 
 /// What one training epoch visits.
@@ -300,6 +309,7 @@ impl Config {
                 lr_schedule: LrSchedule::Step,
                 lr_min: 0.0,
                 word_dropout: 0.0,
+                dataset_sampling_exponent: 1.0,
             },
             training_gsd_m: None,
         }

@@ -188,6 +188,7 @@ mod tests {
             path: name.into(),
             pixels: image::RgbImage::new(8, 8),
             captions: caps,
+            dataset: 0,
         };
         let images = vec![
             img("roof.jpg", vec![ids("a red roof")]),

@@ -20,11 +20,13 @@ use crate::model::Vocab;
 use crate::model::config::CaptionsPerEpoch;
 use crate::model::vocab::UNK_ID;
 
-/// One training image: its pixels and its tokenised captions.
+/// One training image: its pixels, its tokenised captions and which of the loaded
+/// datasets (by position) it came from.
 pub struct TrainImage {
     pub path: PathBuf,
     pub pixels: RgbImage,
     pub captions: Vec<Vec<i64>>,
+    pub dataset: usize,
 }
 
 /// What loading a split skipped with `--skip-bad`.
@@ -42,10 +44,11 @@ pub fn load_split(
     max_tokens: usize,
     skip_bad: bool,
 ) -> Result<(Vec<TrainImage>, SkipReport)> {
-    let samples: Vec<_> = datasets.iter().flat_map(|d| d.split(split)).collect();
+    let samples: Vec<_> =
+        datasets.iter().enumerate().flat_map(|(k, d)| d.split(split).map(move |s| (k, s))).collect();
     let decoded: Vec<Result<TrainImage>> = samples
         .par_iter()
-        .map(|s| {
+        .map(|&(dataset, s)| {
             if s.captions.is_empty() {
                 return Err(AcfError::Dataset {
                     path: s.path.clone(),
@@ -65,7 +68,7 @@ pub fn load_split(
                     reason: "every caption is empty".into(),
                 });
             }
-            Ok(TrainImage { path: s.path.clone(), pixels: img.to_rgb8(), captions })
+            Ok(TrainImage { path: s.path.clone(), pixels: img.to_rgb8(), captions, dataset })
         })
         .collect();
     let mut images = Vec::with_capacity(decoded.len());
@@ -105,29 +108,91 @@ pub fn caption_groups<'a>(captions: impl IntoIterator<Item = &'a [i64]>) -> Vec<
 
 /// The (image, caption) pairs of `epoch` in order: one random caption per image, or
 /// with [`CaptionsPerEpoch::All`] every caption of every image, shuffled.
+///
+/// `dataset_exponent` (config `training.dataset_sampling_exponent`) shares the epoch's
+/// draws between the images' datasets in proportion to n_d^exponent; at 1 every image
+/// (or pair) is drawn once, below 1 a small dataset's items are drawn again (each as
+/// often as the others of its dataset, ±1) and a big one's are a random subset. The
+/// epoch keeps its length.
 pub fn epoch_plan(
     images: &[TrainImage],
     seed: u64,
     epoch: i64,
     captions: CaptionsPerEpoch,
+    dataset_exponent: f64,
 ) -> Vec<(usize, usize)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    match captions {
-        CaptionsPerEpoch::One => {
-            let mut order: Vec<usize> = (0..images.len()).collect();
-            order.shuffle(&mut rng);
-            order.into_iter().map(|i| (i, rng.random_range(0..images[i].captions.len()))).collect()
-        }
-        CaptionsPerEpoch::All => {
-            let mut pairs: Vec<(usize, usize)> = images
-                .iter()
-                .enumerate()
-                .flat_map(|(i, img)| (0..img.captions.len()).map(move |c| (i, c)))
-                .collect();
-            pairs.shuffle(&mut rng);
-            pairs
+    if (dataset_exponent - 1.0).abs() < f64::EPSILON {
+        // As loaded: the plan earlier rounds trained with, draw for draw.
+        return match captions {
+            CaptionsPerEpoch::One => {
+                let mut order: Vec<usize> = (0..images.len()).collect();
+                order.shuffle(&mut rng);
+                order.into_iter().map(|i| (i, rng.random_range(0..images[i].captions.len()))).collect()
+            }
+            CaptionsPerEpoch::All => {
+                let mut pairs: Vec<(usize, usize)> = images
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, img)| (0..img.captions.len()).map(move |c| (i, c)))
+                    .collect();
+                pairs.shuffle(&mut rng);
+                pairs
+            }
+        };
+    }
+    // The epoch's units per dataset: an image (its caption drawn below) or a pair.
+    const DRAW_CAPTION: usize = usize::MAX;
+    let n_datasets = images.iter().map(|img| img.dataset + 1).max().unwrap_or(0);
+    let mut units: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n_datasets];
+    for (i, img) in images.iter().enumerate() {
+        match captions {
+            CaptionsPerEpoch::One => units[img.dataset].push((i, DRAW_CAPTION)),
+            CaptionsPerEpoch::All => units[img.dataset].extend((0..img.captions.len()).map(|c| (i, c))),
         }
     }
+    let sizes: Vec<usize> = units.iter().map(Vec::len).collect();
+    let shares = dataset_shares(&sizes, dataset_exponent, sizes.iter().sum());
+    let mut plan = Vec::new();
+    for (mut pool, share) in units.into_iter().zip(shares) {
+        // Whole shuffled passes over the dataset, then a random part of one more.
+        let mut left = share;
+        while left > 0 {
+            pool.shuffle(&mut rng);
+            let take = left.min(pool.len());
+            plan.extend_from_slice(&pool[..take]);
+            left -= take;
+        }
+    }
+    plan.shuffle(&mut rng);
+    for unit in &mut plan {
+        if unit.1 == DRAW_CAPTION {
+            unit.1 = rng.random_range(0..images[unit.0].captions.len());
+        }
+    }
+    plan
+}
+
+/// How many of an epoch's `total` draws each dataset of `sizes` gets: proportional to
+/// size^exponent, rounded by largest remainder so they sum to `total`. An empty dataset
+/// gets none.
+pub fn dataset_shares(sizes: &[usize], exponent: f64, total: usize) -> Vec<usize> {
+    let weights: Vec<f64> =
+        sizes.iter().map(|&n| if n == 0 { 0.0 } else { (n as f64).powf(exponent) }).collect();
+    let sum: f64 = weights.iter().sum();
+    if sum <= 0.0 {
+        return vec![0; sizes.len()];
+    }
+    let exact: Vec<f64> = weights.iter().map(|w| w / sum * total as f64).collect();
+    let mut shares: Vec<usize> = exact.iter().map(|x| x.floor() as usize).collect();
+    // Largest remainders first; fewer than one draw per dataset is left over.
+    let mut order: Vec<usize> = (0..sizes.len()).filter(|&k| sizes[k] > 0).collect();
+    order.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())));
+    let left = total.saturating_sub(shares.iter().sum::<usize>());
+    for &k in order.iter().take(left) {
+        shares[k] += 1;
+    }
+    shares
 }
 
 /// Augmentation settings of [`make_batch`] beyond the pixels' own.
@@ -216,6 +281,7 @@ mod tests {
                 path: PathBuf::from(format!("{i}.png")),
                 pixels: RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8, y as u8, i as u8])),
                 captions: vec![vec![2, 3], vec![4]],
+                dataset: 0,
             })
             .collect()
     }
@@ -223,9 +289,9 @@ mod tests {
     #[test]
     fn plans_and_batches_are_reproducible_and_cover_every_image() {
         let imgs = images(10);
-        let plan = epoch_plan(&imgs, 7, 3, CaptionsPerEpoch::One);
-        assert_eq!(plan, epoch_plan(&imgs, 7, 3, CaptionsPerEpoch::One));
-        assert_ne!(plan, epoch_plan(&imgs, 7, 4, CaptionsPerEpoch::One));
+        let plan = epoch_plan(&imgs, 7, 3, CaptionsPerEpoch::One, 1.0);
+        assert_eq!(plan, epoch_plan(&imgs, 7, 3, CaptionsPerEpoch::One, 1.0));
+        assert_ne!(plan, epoch_plan(&imgs, 7, 4, CaptionsPerEpoch::One, 1.0));
         let mut seen: Vec<usize> = plan.iter().map(|p| p.0).collect();
         seen.sort();
         assert_eq!(seen, (0..10).collect::<Vec<_>>());
@@ -240,11 +306,56 @@ mod tests {
     #[test]
     fn an_all_captions_epoch_visits_every_pair_once() {
         let imgs = images(6);
-        let mut plan = epoch_plan(&imgs, 1, 0, CaptionsPerEpoch::All);
+        let mut plan = epoch_plan(&imgs, 1, 0, CaptionsPerEpoch::All, 1.0);
         assert_eq!(plan.len(), 12);
         plan.sort();
         let expected: Vec<(usize, usize)> = (0..6).flat_map(|i| [(i, 0), (i, 1)]).collect();
         assert_eq!(plan, expected);
+    }
+
+    /// 3 images of dataset 0 and 12 of dataset 1.
+    fn two_datasets() -> Vec<TrainImage> {
+        let mut imgs = images(15);
+        for img in &mut imgs[3..] {
+            img.dataset = 1;
+        }
+        imgs
+    }
+
+    #[test]
+    fn dataset_shares_follow_size_to_the_exponent_and_sum_to_the_total() {
+        assert_eq!(dataset_shares(&[3, 12], 1.0, 15), vec![3, 12]);
+        assert_eq!(dataset_shares(&[3, 12], 0.0, 15), vec![8, 7]); // 7.5 each: tie to the first
+        // sqrt: 1.732 : 3.464, of 15 = 5 : 10.
+        assert_eq!(dataset_shares(&[3, 12], 0.5, 15), vec![5, 10]);
+        assert_eq!(dataset_shares(&[1680, 0, 8100], 0.5, 9780), vec![3060, 0, 6720]);
+        assert_eq!(dataset_shares(&[], 0.5, 0), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn balanced_epochs_repeat_the_small_dataset_evenly_and_keep_their_length() {
+        let imgs = two_datasets();
+        let plan = epoch_plan(&imgs, 5, 2, CaptionsPerEpoch::One, 0.0);
+        assert_eq!(plan, epoch_plan(&imgs, 5, 2, CaptionsPerEpoch::One, 0.0));
+        assert_eq!(plan.len(), 15);
+        let mut counts = [0usize; 15];
+        for &(i, c) in &plan {
+            counts[i] += 1;
+            assert!(c < imgs[i].captions.len());
+        }
+        // Dataset 0's 8 draws: each of its 3 images 2 or 3 times; dataset 1's 7 draws: 7 distinct images.
+        assert_eq!(counts[..3].iter().sum::<usize>(), 8);
+        assert!(counts[..3].iter().all(|&n| n == 2 || n == 3), "{counts:?}");
+        assert!(counts[3..].iter().all(|&n| n <= 1), "{counts:?}");
+        // The same images in the same order as before balancing existed, at exponent 1.
+        let as_loaded = epoch_plan(&imgs, 5, 2, CaptionsPerEpoch::One, 1.0);
+        let mut seen: Vec<usize> = as_loaded.iter().map(|p| p.0).collect();
+        seen.sort();
+        assert_eq!(seen, (0..15).collect::<Vec<_>>());
+        // Every pair: dataset 0's 6 pairs fill half of the 30 draws.
+        let pairs = epoch_plan(&imgs, 5, 2, CaptionsPerEpoch::All, 0.0);
+        assert_eq!(pairs.len(), 30);
+        assert_eq!(pairs.iter().filter(|p| p.0 < 3).count(), 15);
     }
 
     #[test]
@@ -254,9 +365,10 @@ mod tests {
                 path: PathBuf::from(format!("{i}.png")),
                 pixels: RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3])),
                 captions: vec![vec![5; 10]],
+                dataset: 0,
             })
             .collect();
-        let plan = epoch_plan(&imgs, 3, 0, CaptionsPerEpoch::One);
+        let plan = epoch_plan(&imgs, 3, 0, CaptionsPerEpoch::One, 1.0);
         let opts = BatchOptions { batch_size: 64, size: 8, seed: 3, epoch: 0, word_dropout: 0.25 };
         let a = make_batch(&imgs, &plan, 0, opts);
         assert_eq!(a.captions, make_batch(&imgs, &plan, 0, opts).captions);

@@ -127,7 +127,8 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
         .map_err(|e| AcfError::io(&opts.out, "cannot create output directory", e))?;
     let mut metrics = MetricsLog::open(&opts.out.join(METRICS))?;
     let batch_size = tc.batch_size as usize;
-    let pairs_per_epoch = epoch_plan(&train_images, tc.seed, 0, tc.captions_per_epoch).len();
+    let pairs_per_epoch =
+        epoch_plan(&train_images, tc.seed, 0, tc.captions_per_epoch, tc.dataset_sampling_exponent).len();
     let batches = pairs_per_epoch.div_ceil(batch_size);
     let total_steps = batches as i64 * tc.epochs;
     let mut last_val = None;
@@ -144,7 +145,8 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
         if epoch < tc.warmup_sum_epochs {
             loss_cfg.negatives = Negatives::Sum;
         }
-        let plan = epoch_plan(&train_images, tc.seed, epoch, tc.captions_per_epoch);
+        let plan =
+            epoch_plan(&train_images, tc.seed, epoch, tc.captions_per_epoch, tc.dataset_sampling_exponent);
         let batch_opts =
             BatchOptions { batch_size, size, seed: tc.seed, epoch, word_dropout: tc.word_dropout };
         let bar = progress_bar(batches as u64, epoch, tc.epochs);
