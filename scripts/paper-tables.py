@@ -16,6 +16,8 @@ GROUPS = [
     ("Table 2: filtering threshold q (inference)", lambda m: m.startswith("q = ")),
     ("Correction form (inference)", lambda m: m.startswith("correction = ")),
     ("Softmax temperature lambda (inference)", lambda m: m.startswith("lambda = ")),
+    ("Global component weight w, S = R + w sim_g (inference)",
+     lambda m: m == "ACF (full)" or m.startswith("global_weight = ")),
     ("Table 5: ablations (inference-time M3-M5)", lambda m: m == "ACF (full)" or m.startswith("M")),
 ]
 
@@ -31,7 +33,7 @@ def main():
         sys.exit(__doc__)
     for label, d, _ in runs:
         print(f"- {label}: {', '.join(d['datasets'])} split `{d['split']}`, {d['images']} images, "
-              f"{d['captions']} captions, model `{d['fingerprint'][:12]}`")
+              f"{d['captions']} captions, model `{d['fingerprint'][:12]}`, {d.get('views', 1)} view(s) per image")
     print()
     for title, pick in GROUPS:
         methods = []

@@ -520,12 +520,17 @@ pub struct EvalArgs {
     #[arg(long)]
     pub ablate: bool,
     /// Also evaluate the model with one scoring setting swept (the paper's Tables 1–3):
-    /// `p=0.1,0.2,0.3`, `q=0,0.1,0.2`, `lambda=5,9,15`, `correction=logits,scaled,off`; repeatable.
+    /// `p=0.1,0.2,0.3`, `q=0,0.1,0.2`, `lambda=5,9,15`, `global_weight=1,2,3`, `correction=logits,scaled,off`; repeatable.
     #[arg(long, value_name = "NAME=V1,V2,…", value_parser = crate::train::evaluate::parse_sweep)]
     pub sweep: Vec<crate::train::evaluate::Sweep>,
     /// Only the first N images of the split.
     #[arg(long)]
     pub max_images: Option<usize>,
+    /// Encode each image as this many views averaged (1, 2 = plus mirror, 4 = rotations,
+    /// 8 = rotations × mirror) instead of the model's `image.test_time_views`: measures the
+    /// setting before it goes into a config (an index uses the config's).
+    #[arg(long, value_parser = parse_views)]
+    pub views: Option<u32>,
     /// Also write the paper's visual retrieval analysis (Fig. 7) as one self-contained HTML
     /// page: for --figure-count captions of the split their top-5 images, and for as many
     /// images their top-5 captions, ranked by the model's full S, true matches marked.
@@ -708,4 +713,12 @@ mod tests {
         assert!(parse_fraction("1.5").unwrap_err().contains("between 0 and 1"));
         assert!(parse_fraction("x").is_err());
     }
+}
+
+/// `--views`: one of the counts `model::views` knows.
+fn parse_views(text: &str) -> Result<u32, String> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|&n| crate::model::views::transforms(n).is_some())
+        .ok_or_else(|| format!("'{text}': 1, 2, 4 or 8 views"))
 }

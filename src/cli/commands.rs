@@ -187,8 +187,8 @@ fn model_info(args: &ModelArgs, json: bool) -> Result<()> {
             m.config.image.blocks, m.config.image.channels, m.config.embed_dim
         );
         println!(
-            "scoring      λ = {}, p = {}, q = {}, correction {:?}, filtering {}, global {}",
-            s.lambda, s.p, s.q, s.correction, s.filtering, s.global_component
+            "scoring      λ = {}, p = {}, q = {}, correction {:?}, filtering {}, global {} (weight {})",
+            s.lambda, s.p, s.q, s.correction, s.filtering, s.global_component, s.global_weight
         );
     }
     Ok(())

@@ -75,7 +75,10 @@ pub fn train(args: TrainArgs) -> Result<()> {
 
 pub fn eval(args: EvalArgs) -> Result<()> {
     crate::device::retain_freed_memory();
-    let loaded = load_model(&args.model)?;
+    let mut loaded = load_model(&args.model)?;
+    if let Some(views) = args.views {
+        loaded.model.config.image.test_time_views = views;
+    }
     let model = &loaded.model;
     let datasets: Vec<Dataset> =
         args.dataset.iter().map(|p| Dataset::load(p, args.images.as_deref())).collect::<Result<_, _>>()?;
@@ -120,19 +123,21 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         let out = serde_json::json!({
             "model": loaded.dir, "fingerprint": loaded.fingerprint, "datasets": names, "split": args.split,
             "images": set.images(), "captions": set.captions.len(),
+            "views": model.config.image.test_time_views,
             "rows": rows.iter().map(|(n, r)| serde_json::json!({"method": n, "recall": r})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     println!(
-        "{} split '{}': {} images, {} captions (model {}, {})",
+        "{} split '{}': {} images, {} captions (model {}, {}; {} view(s) per image)",
         names.join(" + "),
         args.split,
         set.images(),
         set.captions.len(),
         model.config.name,
-        loaded.short_fingerprint()
+        loaded.short_fingerprint(),
+        model.config.image.test_time_views
     );
     println!("{:<30} | {:^23} | {:^23} |", "", "Sentence retrieval", "Image retrieval");
     println!(

@@ -197,6 +197,7 @@ pub fn run(model: &ModelDir, opts: &IndexOptions, interrupt: Arc<AtomicBool>) ->
         scale: opts.read.scale,
         min_valid: opts.min_valid,
         gsd: opts.gsd,
+        views: model.config().image.test_time_views,
     };
     let header = check_model(&index, model, opts.nodes_dtype, opts.new_model, &chip_options)?;
     if let (Some(gsd), Some(range)) = (opts.gsd, model.config().training_gsd_m)

@@ -71,6 +71,15 @@ pub struct ImageConfig {
     pub mean: [f64; 3],
     /// Per-channel standard deviation divided after subtracting `mean`.
     pub std: [f64; 3],
+    /// Views of each chip averaged at inference (`model::views`): 1 (the chip as it is,
+    /// the default for configs without the field), 2, 4 or 8 (rotations × mirror). It
+    /// changes stored features, so an index records it with its chip options.
+    #[serde(default = "one_view")]
+    pub test_time_views: u32,
+}
+
+fn one_view() -> u32 {
+    1
 }
 
 /// Word embeddings, BiGRU and GAT (Sec. 3.1.2).
@@ -123,6 +132,15 @@ pub struct ScoringConfig {
     pub filtering: bool,
     /// M5: add `sim_g` to the local score.
     pub global_component: bool,
+    /// Weight w of the global component: `S = R + w · sim_g` (the paper's w = 1, the
+    /// default for configs without the field). An inference-time setting chosen by
+    /// validation (`eval --sweep global_weight=…`); training uses it too.
+    #[serde(default = "one")]
+    pub global_weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// How in-batch negatives enter the hinge loss (Eq. 15).
@@ -133,6 +151,11 @@ pub enum Negatives {
     Hardest,
     /// Sum over all negatives.
     Sum,
+    /// Not a hinge: InfoNCE (softmax cross-entropy over the batch, scores divided by
+    /// `loss.temperature`), both directions. Every negative pulls in proportion to how
+    /// close it scores, instead of only those inside the margin. Measured against the
+    /// spec's hinge in the model card.
+    Softmax,
 }
 
 /// Hinge triplet loss (Eq. 15).
@@ -148,6 +171,14 @@ pub struct LossConfig {
     /// as a negative (see `loss::excluded_pairs`). Off in configs that predate it.
     #[serde(default)]
     pub mask_duplicate_captions: bool,
+    /// Temperature τ of `negatives: "softmax"` (scores are divided by it); unused by
+    /// the hinge. Default 0.1 for configs without the field.
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+}
+
+fn default_temperature() -> f64 {
+    0.1
 }
 
 /// Optimiser and schedule (Sec. 4.2).
@@ -270,6 +301,7 @@ impl Config {
                 multi_level_fusion: true,
                 mean: [0.5, 0.5, 0.5],
                 std: [0.5, 0.5, 0.5],
+                test_time_views: 1,
             },
             text: TextConfig {
                 word_dim: 300,
@@ -287,12 +319,14 @@ impl Config {
                 correction: Correction::Logits,
                 filtering: true,
                 global_component: true,
+                global_weight: 1.0,
             },
             loss: LossConfig {
                 margin: 0.2,
                 negatives: Negatives::Hardest,
                 global_loss: true,
                 mask_duplicate_captions: true,
+                temperature: default_temperature(),
             },
             training: TrainingConfig {
                 learning_rate: 1e-3,

@@ -29,6 +29,8 @@ pub struct ImageEncoder {
     pub(super) fusion: NodeFusion,
     pub(super) mean: Tensor,
     pub(super) std: Tensor,
+    /// `image.test_time_views` (used by the inference form).
+    pub(super) views: u32,
 }
 
 impl ImageEncoder {
@@ -76,6 +78,7 @@ impl ImageEncoder {
             fusion: NodeFusion::new(&(p / "fusion"), cfg),
             mean,
             std,
+            views: im.test_time_views,
         }
     }
 

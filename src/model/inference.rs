@@ -327,6 +327,8 @@ pub struct InferenceImageEncoder {
     probe_deviation: Option<f64>,
     /// Chips per forward pass (see [`CHUNK_BYTES`]).
     chunk: i64,
+    /// Views averaged per chip (`image.test_time_views`).
+    views: u32,
 }
 
 impl ImageEncoder {
@@ -364,6 +366,7 @@ impl ImageEncoder {
             },
             probe_deviation: None,
             chunk,
+            views: self.views,
         }
     }
 }
@@ -415,12 +418,15 @@ impl InferenceImageEncoder {
         self.probe_deviation
     }
 
-    /// Encodes 8-bit chips (B, 3, S, S), values 0..=255, into region and global features.
+    /// Encodes 8-bit chips (B, 3, S, S), values 0..=255, into region and global features,
+    /// each chip as `image.test_time_views` views averaged (`views::encode_views`).
     pub fn encode_pixels(&self, pixels: &Tensor) -> ImageFeatures {
         let _guard = tch::no_grad_guard();
-        self.in_chunks(pixels, |chips| {
-            let x = chips.to_device(self.mean.device()).to_kind(Kind::Float) / 255.0;
-            self.forward_chunk(&((x - &self.mean) / &self.std))
+        super::views::encode_views(pixels, self.views, self.fusion.grid, |px| {
+            self.in_chunks(px, |chips| {
+                let x = chips.to_device(self.mean.device()).to_kind(Kind::Float) / 255.0;
+                self.forward_chunk(&((x - &self.mean) / &self.std))
+            })
         })
     }
 
@@ -583,6 +589,22 @@ mod tests {
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
         (a - b).abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn test_time_views_are_averaged_alike_by_both_encoders() {
+        let pixels = example_pixels().narrow(0, 0, 2);
+        let mut cfg = complete_graph(Config::pvig_nano());
+        cfg.image.test_time_views = 2;
+        let (_vs, enc) = calibrated_encoder(&cfg, &example_pixels(), true);
+        let fast = enc.for_inference(InferencePrecision::Float32).encode_pixels(&pixels);
+        let forward = |px: &Tensor| tch::no_grad(|| enc.forward_t(&enc.preprocess(px), false));
+        let averaged = crate::model::views::encode_views(&pixels, 2, cfg.image.region_grid, forward);
+        assert!(max_abs_diff(&fast.regions, &averaged.regions) < 1e-4);
+        assert!(max_abs_diff(&fast.global, &averaged.global) < 1e-4);
+        // Two views are not the chip alone.
+        let single = forward(&pixels);
+        assert!(max_abs_diff(&fast.global, &single.global) > 1e-4);
     }
 
     #[test]

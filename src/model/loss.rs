@@ -1,5 +1,7 @@
 //! Training loss (Eq. 15, signs fixed): hinge triplet loss with margin δ on in-batch
 //! negatives in both directions, plus the same hinge on the global similarity (L_g).
+//! `negatives: "softmax"` swaps the hinge for InfoNCE over the batch (a measured
+//! departure from the paper; see the model card).
 
 use tch::{Kind, Tensor};
 
@@ -23,7 +25,23 @@ pub fn triplet_loss(scores: &Tensor, not_negative: &Tensor, cfg: &LossConfig) ->
             cost_captions.amax(1, false).sum(None::<Kind>) + cost_images.amax(0, false).sum(None::<Kind>)
         }
         Negatives::Sum => cost_captions.sum(None::<Kind>) + cost_images.sum(None::<Kind>),
+        Negatives::Softmax => info_nce(scores, &same, cfg.temperature),
     }
+}
+
+/// InfoNCE over a (B, B) score matrix, pair (b, b) positive, both directions:
+/// `Σ_b −log softmax_j(S_bj/τ)_b − log softmax_i(S_ib/τ)_b`, with the pairs marked in
+/// `not_negative` (other than the positive itself) left out of the softmax. Summed over
+/// rows like the hinge, so the two losses are on a comparable per-batch scale.
+pub fn info_nce(scores: &Tensor, not_negative: &Tensor, temperature: f64) -> Tensor {
+    let b = scores.size()[0];
+    let eye = Tensor::eye(b, (Kind::Bool, scores.device()));
+    let excluded = not_negative.to_device(scores.device()).logical_and(&eye.logical_not());
+    let logits = (scores / temperature).masked_fill(&excluded, f64::NEG_INFINITY);
+    let positive = logits.diagonal(0, 0, 1);
+    let captions = logits.logsumexp([1i64].as_slice(), false) - &positive;
+    let images = logits.logsumexp([0i64].as_slice(), false) - &positive;
+    captions.sum(None::<Kind>) + images.sum(None::<Kind>)
 }
 
 /// The pairs of a batch that are never negatives, (B, B) bool: the same source image
@@ -54,7 +72,7 @@ mod tests {
     use super::*;
 
     fn config(negatives: Negatives, global_loss: bool) -> LossConfig {
-        LossConfig { margin: 0.2, negatives, global_loss, mask_duplicate_captions: false }
+        LossConfig { margin: 0.2, negatives, global_loss, mask_duplicate_captions: false, temperature: 0.1 }
     }
 
     fn matrix(rows: [[f64; 3]; 3]) -> Tensor {
@@ -142,5 +160,35 @@ mod tests {
         let close = matrix([[1.0, 0.5, 0.81], [0.5, 1.0, 0.5], [0.79, 0.5, 1.0]]);
         let loss = triplet_loss(&close, &ids, &config(Negatives::Sum, false));
         assert!((value(&loss) - 0.02).abs() < 1e-9, "{loss}");
+    }
+
+    #[test]
+    fn info_nce_matches_a_hand_computation_and_skips_masked_pairs() {
+        let scores = matrix([[0.9, 0.45, 0.8], [0.3, 0.7, 0.6], [0.5, 0.75, 0.6]]);
+        let tau = 0.1;
+        let lse = |xs: &[f64]| xs.iter().map(|x| (x / tau).exp()).sum::<f64>().ln();
+        let rows = [[0.9, 0.45, 0.8], [0.3, 0.7, 0.6], [0.5, 0.75, 0.6]];
+        let mut expected = 0.0;
+        for i in 0..3 {
+            let col: Vec<f64> = (0..3).map(|r| rows[r][i]).collect();
+            expected += lse(&rows[i]) - rows[i][i] / tau + lse(&col) - rows[i][i] / tau;
+        }
+        let cfg = LossConfig { negatives: Negatives::Softmax, ..config(Negatives::Sum, false) };
+        let got = value(&triplet_loss(&scores, &distinct(3), &cfg));
+        assert!((got - expected).abs() < 1e-9, "{got} vs {expected}");
+        // Masking pair (0, 2) and (2, 0) removes them from both softmaxes of rows/columns 0 and 2.
+        let mask = excluded_pairs(&Tensor::from_slice(&[0i64, 1, 0]), None);
+        let masked = value(&triplet_loss(&scores, &mask, &cfg));
+        let mut expected_masked = 0.0;
+        let keep = |i: usize, j: usize| !((i == 0 && j == 2) || (i == 2 && j == 0));
+        for i in 0..3 {
+            let row: Vec<f64> = (0..3).filter(|&j| keep(i, j)).map(|j| rows[i][j]).collect();
+            let col: Vec<f64> = (0..3).filter(|&r| keep(r, i)).map(|r| rows[r][i]).collect();
+            expected_masked += lse(&row) - rows[i][i] / tau + lse(&col) - rows[i][i] / tau;
+        }
+        assert!((masked - expected_masked).abs() < 1e-9, "{masked} vs {expected_masked}");
+        // A perfect, well-separated batch costs almost nothing.
+        let easy = matrix([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]]);
+        assert!(value(&triplet_loss(&easy, &distinct(3), &cfg)) < 1e-6);
     }
 }

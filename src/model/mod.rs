@@ -12,6 +12,7 @@ pub mod model_dir;
 pub mod native;
 pub mod scoring;
 pub mod text_encoder;
+pub mod views;
 pub mod vig;
 pub mod vocab;
 
@@ -81,9 +82,15 @@ impl AcfModel {
     }
 
     /// Encodes 8-bit chips (B, 3, S, S), values 0..=255, into region and global features.
+    /// Outside training, each chip is encoded as `image.test_time_views` views and
+    /// averaged (`views::encode_views`).
     pub fn encode_pixels(&self, pixels: &Tensor, train: bool) -> ImageFeatures {
-        let x = self.image.preprocess(pixels);
-        self.image.forward_t(&x, train)
+        let forward = |px: &Tensor| self.image.forward_t(&self.image.preprocess(px), train);
+        if train {
+            return forward(pixels);
+        }
+        let im = &self.config.image;
+        views::encode_views(pixels, im.test_time_views, im.region_grid, forward)
     }
 
     /// A new inference-only image encoder (BatchNorm folded, optionally bfloat16) from the

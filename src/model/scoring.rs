@@ -28,7 +28,7 @@ pub fn score_matrix(images: &ImageFeatures, texts: &TextFeatures, cfg: &ScoringC
     let sim_g = global_similarity(images, texts);
     let (r_i2t, r_t2i) = local_scores_with(images, texts, &sim_g, cfg);
     let local = r_i2t + r_t2i;
-    if cfg.global_component { local + sim_g } else { local }
+    if cfg.global_component { local + sim_g * cfg.global_weight } else { local }
 }
 
 /// [`score_matrix`] over the image axis in slices of `chunk` images, concatenated, so that
@@ -164,6 +164,7 @@ mod tests {
             correction,
             filtering,
             global_component: global,
+            global_weight: 1.0,
         }
     }
 
@@ -238,7 +239,7 @@ mod tests {
                     v.iter().map(|vi| w.iter().map(|wj| cos(vi, wj).max(0.0)).collect()).collect();
                 let col = |j: usize| ((0..k).map(|i| s[i][j] * s[i][j]).sum::<f64>() + cfg.epsilon).sqrt();
                 let row = |i: usize| ((0..m).map(|j| s[i][j] * s[i][j]).sum::<f64>() + cfg.epsilon).sqrt();
-                let mut r = if cfg.global_component { sim_g } else { 0.0 };
+                let mut r = if cfg.global_component { cfg.global_weight * sim_g } else { 0.0 };
                 for i in 0..k {
                     let alpha =
                         attend(&(0..m).map(|j| cfg.lambda * c * s[i][j] / col(j)).collect::<Vec<_>>(), cfg);
@@ -296,6 +297,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn global_weight_scales_only_the_global_term() {
+        tch::manual_seed(4);
+        let (images, texts) = features(5, &[3, 4], 4, false);
+        let base = config(Correction::Logits, true, true, 0.1);
+        let weighted = ScoringConfig { global_weight: 2.5, ..base.clone() };
+        let sim_g = global_similarity(&images, &texts);
+        let want = score_matrix(&images, &texts, &base) + &sim_g * 1.5;
+        assert!(max_diff(&score_matrix(&images, &texts, &weighted), &want) < 1e-12);
+        assert!(max_diff(&reference(&images, &texts, &weighted, None), &want) < 1e-10);
     }
 
     #[test]

@@ -53,6 +53,13 @@ pub struct ChipOptions {
     /// `--gsd` in metres (None: native resolution; indexes before 0.2 have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gsd: Option<f64>,
+    /// The model's `image.test_time_views`: views averaged per chip (1 in indexes before 0.3).
+    #[serde(default = "one_view")]
+    pub views: u32,
+}
+
+fn one_view() -> u32 {
+    1
 }
 
 impl ChipOptions {
@@ -84,6 +91,10 @@ impl ChipOptions {
                 g.map_or("native resolution (no --gsd)".to_string(), |m| format!("--gsd {m}"))
             };
             return Some((g(&other.gsd), g(&self.gsd)));
+        }
+        if self.views != other.views {
+            let v = |n: u32| format!("image.test_time_views {n} (the model's config.json)");
+            return Some((v(other.views), v(self.views)));
         }
         None
     }
@@ -469,6 +480,22 @@ mod tests {
         assert!(err.contains("newer acf-index"), "{err}");
         let err = IndexDir::open(&dir.path().join("nope")).unwrap_err().to_string();
         assert!(err.contains("no such index directory"), "{err}");
+    }
+
+    #[test]
+    fn test_time_views_are_a_chip_option() {
+        // Headers written before views were recorded read as one view.
+        let old: ChipOptions =
+            serde_json::from_str(r#"{"stride": 224, "bands": null, "scale": null, "min_valid": 0.5}"#)
+                .unwrap();
+        assert_eq!(old.views, 1);
+        let eight = ChipOptions { views: 8, ..old.clone() };
+        let (given, kept) = old.first_difference(&eight).unwrap();
+        assert!(
+            given.contains("test_time_views 8") && kept.contains("test_time_views 1"),
+            "{given} / {kept}"
+        );
+        assert!(old.first_difference(&old.clone()).is_none());
     }
 
     #[test]

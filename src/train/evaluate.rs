@@ -135,6 +135,7 @@ impl Sweep {
             "p" => s.p = num()?,
             "q" => s.q = num()?,
             "lambda" => s.lambda = num()?,
+            "global_weight" => s.global_weight = num()?,
             "correction" => {
                 s.correction = match value {
                     "logits" => Correction::Logits,
@@ -146,7 +147,11 @@ impl Sweep {
             "filtering" => {
                 s.filtering = value.parse().map_err(|_| format!("filtering={value}: true or false"))?
             }
-            other => return Err(format!("cannot sweep '{other}' (p, q, lambda, correction, filtering)")),
+            other => {
+                return Err(format!(
+                    "cannot sweep '{other}' (p, q, lambda, global_weight, correction, filtering)"
+                ));
+            }
         }
         Ok(s)
     }

@@ -155,11 +155,12 @@ mod tests {
         let flat = to_vec(&images.regions);
         for correction in [Correction::Logits, Correction::Scaled, Correction::Off] {
             for filtering in [true, false] {
-                for global_component in [true, false] {
+                for (global_component, global_weight) in [(true, 1.0), (true, 2.5), (false, 1.0)] {
                     let mut cfg = model.config.scoring.clone();
                     cfg.correction = correction;
                     cfg.filtering = filtering;
                     cfg.global_component = global_component;
+                    cfg.global_weight = global_weight;
                     let want = to_vec(&crate::model::scoring::score_matrix(&images, &t, &cfg));
                     let sim = to_vec(&crate::model::scoring::global_similarity(&images, &t));
                     native.config.scoring = cfg.clone();
@@ -171,7 +172,7 @@ mod tests {
                         .collect();
                     assert!(
                         max_diff(&got, &want) < 1e-4,
-                        "{correction:?} filtering {filtering} global {global_component}: {got:?} vs {want:?}"
+                        "{correction:?} filtering {filtering} global {global_component} ×{global_weight}: {got:?} vs {want:?}"
                     );
                 }
             }

@@ -1,4 +1,4 @@
-//! The full score S(I, T) (Sec. 3.2, Eq. 5–14, plus `sim_g` when the global component is on)
+//! The full score S(I, T) (Sec. 3.2, Eq. 5–14, plus `w · sim_g` when the global component is on)
 //! of one encoded query against one stored chip, in plain Rust: the same computation as
 //! `model::scoring::score_matrix` for a single caption, checked against it in `native::tests`.
 //!
@@ -146,5 +146,5 @@ pub fn score(
     }
     r_t2i /= m.max(1) as f32;
     let local = r_i2t + r_t2i;
-    if cfg.global_component { local + sim_g } else { local }
+    if cfg.global_component { local + cfg.global_weight as f32 * sim_g } else { local }
 }
