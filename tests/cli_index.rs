@@ -551,3 +551,47 @@ fn scenes_far_outside_the_training_resolution_are_named_in_a_warning() {
     let run = index(&dir, &dir.join("idx2"), &[geotiff("m_3607824_se_17_1_20160620_sub.tif")]).succeeds();
     assert!(!run.stderr.contains("ground sample distance"), "{}", run.stderr);
 }
+
+#[test]
+fn test_time_views_are_averaged_into_the_features_and_fixed_for_the_index() {
+    let dir = Dir::new();
+    let one = dir.init_model("one-view");
+    // The same weights (same fingerprint) with two views in config.json.
+    let two = dir.join("two-views");
+    std::fs::create_dir(&two).unwrap();
+    for f in ["vocab.json", "model.safetensors"] {
+        std::fs::copy(one.join(f), two.join(f)).unwrap();
+    }
+    let mut config = parse_json(&std::fs::read_to_string(one.join("config.json")).unwrap());
+    config["image"]["test_time_views"] = 2.into();
+    std::fs::write(two.join("config.json"), config.to_string()).unwrap();
+    let scene = geotiff("OSBS_029.tif");
+    let run = |model: &Path, out: &str| {
+        let mut cmd = dir.command();
+        cmd.args(["index", "--device", "cpu", "--model"])
+            .arg(model)
+            .arg("--out")
+            .arg(dir.join(out))
+            .arg(&scene);
+        cmd
+    };
+    run(&one, "a").succeeds();
+    run(&two, "b").succeeds();
+    let header = parse_json(&std::fs::read_to_string(dir.join("b/index.json")).unwrap());
+    assert_eq!(header["chip_options"]["views"].as_u64(), Some(2));
+    let heads = |out: &str| -> Vec<Value> {
+        read_index_externally(&dir.join(out))["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["global_head"].clone())
+            .collect()
+    };
+    let (a, b) = (heads("a"), heads("b"));
+    assert_eq!(a.len(), b.len());
+    assert_ne!(a, b, "two views should change the stored features");
+    // An index holds one kind of features: the other view count is refused, naming both.
+    run(&two, "a").fails().error_has(
+        "image.test_time_views 2 (the model's config.json) differs from this index's image.test_time_views 1",
+    );
+}

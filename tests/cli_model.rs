@@ -161,6 +161,39 @@ fn info_refuses_a_config_with_a_bad_value_naming_the_field() {
 }
 
 #[test]
+fn views_temperature_and_global_weight_out_of_range_are_refused_naming_the_field() {
+    let dir = Dir::new();
+    let model = dir.init_model("m");
+    let path = model.join("config.json");
+    let good = read_json(&path);
+    for (block, field, value, shown) in [
+        ("image", "test_time_views", serde_json::json!(3), "3"),
+        ("loss", "temperature", serde_json::json!(0), "0"),
+        ("scoring", "global_weight", serde_json::json!(-1), "-1"),
+    ] {
+        let mut config = good.clone();
+        config[block][field] = value;
+        write_json(&path, &config);
+        dir.command()
+            .args(["model", "info", "--device", "cpu", "--model"])
+            .arg(&model)
+            .fails()
+            .error_has(&format!("/{block}/{field}"))
+            .error_has(shown);
+    }
+    // A valid count is taken, and eval's --views accepts only the counts there are.
+    let mut config = good.clone();
+    config["image"]["test_time_views"] = 2.into();
+    write_json(&path, &config);
+    dir.command().args(["model", "info", "--device", "cpu", "--model"]).arg(&model).succeeds();
+    dir.command()
+        .args(["eval", "--views", "3", "--dataset", "d.json", "--model"])
+        .arg(&model)
+        .usage_error()
+        .error_has("1, 2, 4 or 8 views");
+}
+
+#[test]
 fn info_refuses_a_vocabulary_of_another_size_naming_the_tensor() {
     let dir = Dir::new();
     let model = dir.init_model("m");
