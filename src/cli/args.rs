@@ -694,6 +694,14 @@ fn parse_fraction(s: &str) -> Result<f32, String> {
     if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("{s} is not between 0 and 1")) }
 }
 
+/// `--views`: one of the counts `model::views` knows.
+fn parse_views(text: &str) -> Result<u32, String> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|&n| crate::model::views::transforms(n).is_some())
+        .ok_or_else(|| format!("'{text}': 1, 2, 4 or 8 views"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -713,12 +721,4 @@ mod tests {
         assert!(parse_fraction("1.5").unwrap_err().contains("between 0 and 1"));
         assert!(parse_fraction("x").is_err());
     }
-}
-
-/// `--views`: one of the counts `model::views` knows.
-fn parse_views(text: &str) -> Result<u32, String> {
-    text.parse::<u32>()
-        .ok()
-        .filter(|&n| crate::model::views::transforms(n).is_some())
-        .ok_or_else(|| format!("'{text}': 1, 2, 4 or 8 views"))
 }

@@ -169,9 +169,9 @@ mod tests {
         let lse = |xs: &[f64]| xs.iter().map(|x| (x / tau).exp()).sum::<f64>().ln();
         let rows = [[0.9, 0.45, 0.8], [0.3, 0.7, 0.6], [0.5, 0.75, 0.6]];
         let mut expected = 0.0;
-        for i in 0..3 {
-            let col: Vec<f64> = (0..3).map(|r| rows[r][i]).collect();
-            expected += lse(&rows[i]) - rows[i][i] / tau + lse(&col) - rows[i][i] / tau;
+        for (i, row) in rows.iter().enumerate() {
+            let col: Vec<f64> = rows.iter().map(|r| r[i]).collect();
+            expected += lse(row) - row[i] / tau + lse(&col) - row[i] / tau;
         }
         let cfg = LossConfig { negatives: Negatives::Softmax, ..config(Negatives::Sum, false) };
         let got = value(&triplet_loss(&scores, &distinct(3), &cfg));
@@ -181,10 +181,10 @@ mod tests {
         let masked = value(&triplet_loss(&scores, &mask, &cfg));
         let mut expected_masked = 0.0;
         let keep = |i: usize, j: usize| !((i == 0 && j == 2) || (i == 2 && j == 0));
-        for i in 0..3 {
-            let row: Vec<f64> = (0..3).filter(|&j| keep(i, j)).map(|j| rows[i][j]).collect();
+        for (i, full_row) in rows.iter().enumerate() {
+            let row: Vec<f64> = (0..3).filter(|&j| keep(i, j)).map(|j| full_row[j]).collect();
             let col: Vec<f64> = (0..3).filter(|&r| keep(r, i)).map(|r| rows[r][i]).collect();
-            expected_masked += lse(&row) - rows[i][i] / tau + lse(&col) - rows[i][i] / tau;
+            expected_masked += lse(&row) - full_row[i] / tau + lse(&col) - full_row[i] / tau;
         }
         assert!((masked - expected_masked).abs() < 1e-9, "{masked} vs {expected_masked}");
         // A perfect, well-separated batch costs almost nothing.
