@@ -4,7 +4,7 @@
 # UCM-Captions train (1,680 images; the captions that repeat word for word across images),
 # one caption per image per epoch (27 steps of 64), EPOCHS epochs, Adam from LR cosine to 1e-5,
 # word dropout 0.1, seed 42; everything else is models/default/config.json:
-#   sum        summed negatives, no mask (the shipped recipe: the control)
+#   sum        summed negatives, no mask (the round 2–4 recipe: the control)
 #   sum-mask   summed negatives, duplicate captions masked
 #   hard       hardest negatives, no mask (the spec's default)
 #   hard-mask  hardest negatives, duplicate captions masked
