@@ -78,7 +78,8 @@ pub struct ImageConfig {
     pub test_time_views: u32,
 }
 
-fn one_view() -> u32 {
+/// `image.test_time_views` where a file has none (also an index's recorded count).
+pub(crate) fn one_view() -> u32 {
     1
 }
 

@@ -29,8 +29,6 @@ pub struct ImageEncoder {
     pub(super) fusion: NodeFusion,
     pub(super) mean: Tensor,
     pub(super) std: Tensor,
-    /// `image.test_time_views` (used by the inference form).
-    pub(super) views: u32,
 }
 
 impl ImageEncoder {
@@ -78,7 +76,6 @@ impl ImageEncoder {
             fusion: NodeFusion::new(&(p / "fusion"), cfg),
             mean,
             std,
-            views: im.test_time_views,
         }
     }
 

@@ -366,7 +366,7 @@ impl ImageEncoder {
             },
             probe_deviation: None,
             chunk,
-            views: self.views,
+            views: 1,
         }
     }
 }
@@ -406,6 +406,13 @@ impl InferenceImageEncoder {
             }
             precision => encoder.for_inference(precision),
         }
+    }
+
+    /// This encoder averaging `views` views of each chip (`image.test_time_views`; built
+    /// with one).
+    pub fn with_views(mut self, views: u32) -> Self {
+        self.views = views;
+        self
     }
 
     /// The precision this encoder runs in (never `Auto`).
@@ -594,10 +601,9 @@ mod tests {
     #[test]
     fn test_time_views_are_averaged_alike_by_both_encoders() {
         let pixels = example_pixels().narrow(0, 0, 2);
-        let mut cfg = complete_graph(Config::pvig_nano());
-        cfg.image.test_time_views = 2;
+        let cfg = complete_graph(Config::pvig_nano());
         let (_vs, enc) = calibrated_encoder(&cfg, &example_pixels(), true);
-        let fast = enc.for_inference(InferencePrecision::Float32).encode_pixels(&pixels);
+        let fast = enc.for_inference(InferencePrecision::Float32).with_views(2).encode_pixels(&pixels);
         let forward = |px: &Tensor| tch::no_grad(|| enc.forward_t(&enc.preprocess(px), false));
         let averaged = crate::model::views::encode_views(&pixels, 2, cfg.image.region_grid, forward);
         assert!(max_abs_diff(&fast.regions, &averaged.regions) < 1e-4);

@@ -95,13 +95,13 @@ impl AcfModel {
 
     /// A new inference-only image encoder (BatchNorm folded, optionally bfloat16) from the
     /// current weights; `probe` chips decide `Auto` precision (see
-    /// [`InferenceImageEncoder::build`]).
+    /// [`InferenceImageEncoder::build`]). It averages the config's `image.test_time_views`.
     pub fn inference_image_encoder(
         &self,
         opts: &InferenceOptions,
         probe: Option<&Tensor>,
     ) -> InferenceImageEncoder {
-        InferenceImageEncoder::build(&self.image, opts, probe)
+        InferenceImageEncoder::build(&self.image, opts, probe).with_views(self.config.image.test_time_views)
     }
 
     /// Encodes token ids (T, m) with their lengths (T).

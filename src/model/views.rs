@@ -36,38 +36,33 @@ pub fn encode_views(
     if plan.len() == 1 {
         return encode(pixels);
     }
-    let mut regions: Option<Tensor> = None;
-    let mut global: Option<Tensor> = None;
-    for (turns, mirrored) in plan {
-        let mut view = if mirrored { pixels.flip([3]) } else { pixels.shallow_clone() };
-        if turns != 0 {
-            view = view.rot90(turns, [2, 3]);
+    let sums = plan
+        .into_iter()
+        .map(|(turns, mirrored)| view_on_chip_grid(pixels, turns, mirrored, grid, &encode))
+        .reduce(|a, b| ImageFeatures { regions: a.regions + b.regions, global: a.global + b.global });
+    match sums {
+        Some(s) => {
+            ImageFeatures { regions: l2_normalize(&s.regions, -1), global: l2_normalize(&s.global, -1) }
         }
-        let f = encode(&view);
-        let (b, k, d) = f.regions.size3().unwrap_or((0, 0, 0));
-        // Undo the view on the region grid: (B, g, g, D), dims 1 and 2 follow the chip's
-        // rows and columns; the inverse of "mirror, then turn" is "turn back, then mirror".
-        let mut back = f.regions.view([b, grid, grid, d]);
-        if turns != 0 {
-            back = back.rot90(-turns, [1, 2]);
-        }
-        if mirrored {
-            back = back.flip([2]);
-        }
-        let back = back.reshape([b, k, d]);
-        regions = Some(match regions {
-            Some(sum) => sum + back,
-            None => back,
-        });
-        global = Some(match global {
-            Some(sum) => sum + f.global,
-            None => f.global,
-        });
+        None => encode(pixels),
     }
-    match (regions, global) {
-        (Some(r), Some(g)) => ImageFeatures { regions: l2_normalize(&r, -1), global: l2_normalize(&g, -1) },
-        _ => encode(pixels),
-    }
+}
+
+/// The features of one view ("mirror, then turn `turns` quarter turns") with its regions
+/// turned back onto the chip's grid: (B, g, g, D), dims 1 and 2 following the chip's rows
+/// and columns; the inverse of "mirror, then turn" is "turn back, then mirror".
+fn view_on_chip_grid(
+    pixels: &Tensor,
+    turns: i64,
+    mirrored: bool,
+    grid: i64,
+    encode: &impl Fn(&Tensor) -> ImageFeatures,
+) -> ImageFeatures {
+    let mirror = |x: Tensor, dim: i64| if mirrored { x.flip([dim]) } else { x };
+    let f = encode(&mirror(pixels.shallow_clone(), 3).rot90(turns, [2, 3]));
+    let (b, k, d) = f.regions.size3().unwrap_or((0, 0, 0));
+    let back = mirror(f.regions.view([b, grid, grid, d]).rot90(-turns, [1, 2]), 2);
+    ImageFeatures { regions: back.reshape([b, k, d]), global: f.global }
 }
 
 #[cfg(test)]

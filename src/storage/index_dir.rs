@@ -54,12 +54,8 @@ pub struct ChipOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gsd: Option<f64>,
     /// The model's `image.test_time_views`: views averaged per chip (1 in indexes before 0.3).
-    #[serde(default = "one_view")]
+    #[serde(default = "crate::model::config::one_view")]
     pub views: u32,
-}
-
-fn one_view() -> u32 {
-    1
 }
 
 impl ChipOptions {
