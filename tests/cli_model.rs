@@ -161,7 +161,7 @@ fn info_refuses_a_config_with_a_bad_value_naming_the_field() {
 }
 
 #[test]
-fn views_temperature_and_global_weight_out_of_range_are_refused_naming_the_field() {
+fn out_of_range_config_values_are_refused_naming_the_field() {
     let dir = Dir::new();
     let model = dir.init_model("m");
     let path = model.join("config.json");
@@ -170,6 +170,9 @@ fn views_temperature_and_global_weight_out_of_range_are_refused_naming_the_field
         ("image", "test_time_views", serde_json::json!(3), "3"),
         ("loss", "temperature", serde_json::json!(0), "0"),
         ("scoring", "global_weight", serde_json::json!(-1), "-1"),
+        ("training", "weight_decay", serde_json::json!(-0.5), "-0.5"),
+        ("training", "augment", serde_json::json!({"crop_min": 0}), "/training/augment/crop_min"),
+        ("training", "augment", serde_json::json!({"color_jitter": 2}), "/training/augment/color_jitter"),
     ] {
         let mut config = good.clone();
         config[block][field] = value;

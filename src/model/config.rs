@@ -220,6 +220,39 @@ pub struct TrainingConfig {
     /// temperature sampling; a small dataset's images then repeat within an epoch.
     #[serde(default = "default_dataset_sampling_exponent")]
     pub dataset_sampling_exponent: f64,
+    /// Decoupled weight decay (AdamW): each step multiplies every weight matrix and
+    /// embedding (tensors of two or more dimensions; not biases or norm scales) by
+    /// `1 − lr · weight_decay`. 0 = plain Adam, as configs without the field trained.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Pixel augmentation of training images.
+    #[serde(default)]
+    pub augment: AugmentConfig,
+}
+
+/// How a training image is perturbed before encoding (evaluation never augments).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Smallest random square crop, as a fraction of the image's shorter side (1 = no crop).
+    #[serde(default = "default_crop_min")]
+    pub crop_min: f64,
+    /// Colour jitter strength j: brightness, contrast and saturation each scaled by a
+    /// random factor in [1 − j, 1 + j]. 0 = none.
+    #[serde(default)]
+    pub color_jitter: f64,
+}
+
+impl Default for AugmentConfig {
+    /// The augmentation every model before the field trained with: crops of 80–100 %,
+    /// no colour jitter.
+    fn default() -> Self {
+        AugmentConfig { crop_min: default_crop_min(), color_jitter: 0.0 }
+    }
+}
+
+fn default_crop_min() -> f64 {
+    0.8
 }
 
 fn default_dataset_sampling_exponent() -> f64 {
@@ -345,6 +378,8 @@ impl Config {
                 lr_min: 0.0,
                 word_dropout: 0.0,
                 dataset_sampling_exponent: 1.0,
+                weight_decay: 0.0,
+                augment: AugmentConfig::default(),
             },
             training_gsd_m: None,
         }

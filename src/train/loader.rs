@@ -17,7 +17,7 @@ use crate::data::dataset::Dataset;
 use crate::data::image_file::hwc_to_chw;
 use crate::error::{AcfError, Result};
 use crate::model::Vocab;
-use crate::model::config::CaptionsPerEpoch;
+use crate::model::config::{AugmentConfig, CaptionsPerEpoch};
 use crate::model::vocab::UNK_ID;
 
 /// One training image: its pixels, its tokenised captions and which of the loaded
@@ -204,12 +204,14 @@ pub struct BatchOptions {
     pub epoch: i64,
     /// Probability that a caption word becomes `<unk>`.
     pub word_dropout: f64,
+    /// Crop range and colour jitter.
+    pub augment: AugmentConfig,
 }
 
 /// Builds batch `b` of an epoch plan with augmentation (pixels, and word dropout on
 /// the captions); every choice derives from (seed, epoch, position).
 pub fn make_batch(images: &[TrainImage], plan: &[(usize, usize)], b: usize, opts: BatchOptions) -> Batch {
-    let BatchOptions { batch_size, size, seed, epoch, word_dropout } = opts;
+    let BatchOptions { batch_size, size, seed, epoch, word_dropout, augment: aug } = opts;
     let items = &plan[b * batch_size..((b + 1) * batch_size).min(plan.len())];
     let samples: Vec<(Vec<u8>, Vec<i64>)> = items
         .par_iter()
@@ -220,7 +222,7 @@ pub fn make_batch(images: &[TrainImage], plan: &[(usize, usize)], b: usize, opts
                 seed.wrapping_add(0xA076_1D64_78BD_642F).wrapping_mul(epoch as u64 + 1)
                     ^ pos.wrapping_mul(0xE703_7ED1_A0B4_28DB),
             );
-            let chip = augment(&images[i].pixels, size, &mut rng);
+            let chip = augment(&images[i].pixels, size, &aug, &mut rng);
             let mut caption = images[i].captions[c].clone();
             if word_dropout > 0.0 {
                 for id in caption.iter_mut() {
@@ -241,10 +243,12 @@ pub fn make_batch(images: &[TrainImage], plan: &[(usize, usize)], b: usize, opts
     }
 }
 
-/// Random crop (80–100 % of the shorter side), resize, rotation by k·90°, optional flip.
-pub fn augment(img: &RgbImage, size: u32, rng: &mut impl Rng) -> Vec<u8> {
+/// Random crop (`crop_min`–100 % of the shorter side), resize, rotation by k·90°,
+/// optional flip, then colour jitter when `color_jitter` > 0.
+pub fn augment(img: &RgbImage, size: u32, aug: &AugmentConfig, rng: &mut impl Rng) -> Vec<u8> {
     let short = img.width().min(img.height());
-    let side = ((short as f64) * rng.random_range(0.8..=1.0)).round().max(1.0) as u32;
+    let low = aug.crop_min.clamp(f64::MIN_POSITIVE, 1.0);
+    let side = ((short as f64) * rng.random_range(low..=1.0)).round().clamp(1.0, short as f64) as u32;
     let x = rng.random_range(0..=img.width() - side);
     let y = rng.random_range(0..=img.height() - side);
     let crop = imageops::crop_imm(img, x, y, side, side).to_image();
@@ -258,7 +262,29 @@ pub fn augment(img: &RgbImage, size: u32, rng: &mut impl Rng) -> Vec<u8> {
     if rng.random_bool(0.5) {
         imageops::flip_horizontal_in_place(&mut out);
     }
+    if aug.color_jitter > 0.0 {
+        color_jitter(&mut out, aug.color_jitter, rng);
+    }
     hwc_to_chw(out.as_raw(), size as usize)
+}
+
+/// Scales brightness, contrast (about the image's mean grey) and saturation (about each
+/// pixel's grey) by independent random factors in [1 − j, 1 + j], clamped to 0–255.
+fn color_jitter(img: &mut RgbImage, j: f64, rng: &mut impl Rng) {
+    let mut factor = || rng.random_range((1.0 - j).max(0.0)..=1.0 + j) as f32;
+    let (brightness, contrast, saturation) = (factor(), factor(), factor());
+    let grey = |p: &image::Rgb<u8>| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
+    let n = (img.width() * img.height()).max(1) as f32;
+    let mean = img.pixels().map(grey).sum::<f32>() / n * brightness;
+    for p in img.pixels_mut() {
+        let g = grey(p) * brightness;
+        for c in 0..3 {
+            let v = p[c] as f32 * brightness;
+            let v = g + (v - g) * saturation;
+            let v = mean + (v - mean) * contrast;
+            p[c] = v.round().clamp(0.0, 255.0) as u8;
+        }
+    }
 }
 
 /// The whole image resized to `size` (evaluation; no augmentation).
@@ -295,7 +321,14 @@ mod tests {
         let mut seen: Vec<usize> = plan.iter().map(|p| p.0).collect();
         seen.sort();
         assert_eq!(seen, (0..10).collect::<Vec<_>>());
-        let opts = BatchOptions { batch_size: 4, size: 32, seed: 7, epoch: 3, word_dropout: 0.0 };
+        let opts = BatchOptions {
+            batch_size: 4,
+            size: 32,
+            seed: 7,
+            epoch: 3,
+            word_dropout: 0.0,
+            augment: AugmentConfig::default(),
+        };
         let a = make_batch(&imgs, &plan, 1, opts);
         let b = make_batch(&imgs, &plan, 1, opts);
         assert_eq!(a.pixels, b.pixels);
@@ -369,7 +402,14 @@ mod tests {
             })
             .collect();
         let plan = epoch_plan(&imgs, 3, 0, CaptionsPerEpoch::One, 1.0);
-        let opts = BatchOptions { batch_size: 64, size: 8, seed: 3, epoch: 0, word_dropout: 0.25 };
+        let opts = BatchOptions {
+            batch_size: 64,
+            size: 8,
+            seed: 3,
+            epoch: 0,
+            word_dropout: 0.25,
+            augment: AugmentConfig::default(),
+        };
         let a = make_batch(&imgs, &plan, 0, opts);
         assert_eq!(a.captions, make_batch(&imgs, &plan, 0, opts).captions);
         let unk = a.captions.iter().flatten().filter(|&&id| id == UNK_ID).count();
@@ -391,8 +431,47 @@ mod tests {
     fn augmentation_keeps_the_image_content_channel() {
         let img = RgbImage::from_pixel(50, 60, image::Rgb([10, 20, 30]));
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let chw = augment(&img, 16, &mut rng);
+        let chw = augment(&img, 16, &AugmentConfig::default(), &mut rng);
         assert_eq!(chw.len(), 3 * 16 * 16);
         assert!(chw[..256].iter().all(|&v| v == 10) && chw[512..].iter().all(|&v| v == 30));
+    }
+
+    #[test]
+    fn no_crop_keeps_the_whole_image_up_to_rotation_and_mirror() {
+        // A 2×2 image with four distinct corners: any view of the whole image keeps all
+        // four colours; a crop would lose some.
+        let mut img = RgbImage::new(2, 2);
+        for (i, p) in img.pixels_mut().enumerate() {
+            *p = image::Rgb([40 * i as u8 + 10, 0, 0]);
+        }
+        let aug = AugmentConfig { crop_min: 1.0, color_jitter: 0.0 };
+        for seed in 0..20 {
+            let chw = augment(&img, 2, &aug, &mut ChaCha8Rng::seed_from_u64(seed));
+            let mut reds = chw[..4].to_vec();
+            reds.sort();
+            assert_eq!(reds, vec![10, 50, 90, 130], "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn colour_jitter_changes_colours_within_range_and_only_when_asked() {
+        let mut img = RgbImage::new(8, 8);
+        for (i, p) in img.pixels_mut().enumerate() {
+            *p = image::Rgb([(i * 4) as u8, 128, 250 - i as u8]);
+        }
+        let plain = AugmentConfig { crop_min: 1.0, color_jitter: 0.0 };
+        let jitter = AugmentConfig { color_jitter: 0.4, ..plain };
+        let mut changed = 0;
+        for seed in 0..10 {
+            let a = augment(&img, 8, &plain, &mut ChaCha8Rng::seed_from_u64(seed));
+            let b = augment(&img, 8, &jitter, &mut ChaCha8Rng::seed_from_u64(seed));
+            // Same geometry (the jitter draws come after it): the green plane is flat in
+            // the original, so it stays flat after any rotation or mirror.
+            assert!(a[64..128].iter().all(|&v| v == 128));
+            let green = &b[64..128];
+            assert!(green.iter().max().unwrap() - green.iter().min().unwrap() <= 80, "{green:?}");
+            changed += usize::from(a != b);
+        }
+        assert!(changed >= 9, "jitter changed only {changed} of 10 images");
     }
 }

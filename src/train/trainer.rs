@@ -147,8 +147,14 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
         }
         let plan =
             epoch_plan(&train_images, tc.seed, epoch, tc.captions_per_epoch, tc.dataset_sampling_exponent);
-        let batch_opts =
-            BatchOptions { batch_size, size, seed: tc.seed, epoch, word_dropout: tc.word_dropout };
+        let batch_opts = BatchOptions {
+            batch_size,
+            size,
+            seed: tc.seed,
+            epoch,
+            word_dropout: tc.word_dropout,
+            augment: tc.augment,
+        };
         let bar = progress_bar(batches as u64, epoch, tc.epochs);
         bar.set_position(state.next_batch as u64);
         let epoch_start = Instant::now();
