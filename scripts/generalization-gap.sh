@@ -32,9 +32,9 @@ for pair in "$UCM:210" "$AID:300"; do
     [ -f "$data" ] || { echo "no dataset at $data (set UCM / AID)" >&2; exit 1; }
     name=$(basename "$data" .json)
     sample="$OUT/$name.trainsample.json"
-    [ -s "$sample" ] || "$PY" scripts/train-sample.py "$data" "$n" "$sample"
+    [ -s "$sample" ] || "$PY" scripts/split-sample.py "$data" train "$n" "$sample"
     run "$OUT/train-$name.json" --dataset "$sample" --images "$(dirname "$data")/images" \
-        --split trainsample
+        --split sample
     run "$OUT/val-$name.json" --dataset "$data" --split val --max-images "$n"
     "$PY" - "$OUT/train-$name.json" "$OUT/val-$name.json" <<'PY'
 import json, sys

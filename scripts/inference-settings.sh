@@ -2,10 +2,10 @@
 # Chooses a model's inference-time settings on validation and reports them on test:
 #   scripts/inference-settings.sh MODEL OUTDIR
 # For each dataset (UCM-Captions, RSICD-on-AID): on the first 300 val images, the global
-# weight (S = R + w·sim_g) at 1 and 2 test-time views, and the correction form, q and p
-# (the paper's Tables 1 and 2); on the test split the model's own settings with the M3-M5
-# ablations, and again at 2 views. One `eval --json` file per run in OUTDIR, named
-# {val,test}-SETTING-DATASET.json; scripts/paper-tables.py lays them out. A file that
+# weight (S = R + w·sim_g) at 1 and 2 test-time views, the correction form, q and p (the
+# paper's Tables 1 and 2) and the attention temperature λ; on the test split the model's own
+# settings with the M3-M5 ablations, and again at 2 views. One `eval --json` file per run in
+# OUTDIR, named {val,test}-SETTING-DATASET.json; scripts/paper-tables.py lays them out. A file that
 # exists is kept, so a stopped run continues. Env: UCM, AID (dataset JSONs), BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +36,7 @@ for data in "$UCM" "$AID"; do
     done
     one val-tables "$data" --split val --max-images 300 \
         --sweep correction=off,scaled --sweep q=0,0.05,0.2 --sweep p=0.1,0.2,0.4,0.5
+    one val-lambda "$data" --split val --max-images 300 --sweep lambda=5,15
     one test-views1 "$data" --split test --views 1 --ablate
     one test-views2 "$data" --split test --views 2
 done
