@@ -260,3 +260,31 @@ fn error_messages_do_not_repeat_the_cause() {
     let os = "No such file or directory";
     run.check(line.matches(os).count() == 1, "the OS error should appear once");
 }
+
+#[test]
+fn eval_sample_spreads_the_subset_over_the_split_and_refuses_nonsense() {
+    let dir = Dir::new();
+    let model = dir.init_model("m");
+    // The examples list 10 test images class by class; 4 spread over them are images
+    // 0, 2, 5, 7 (airplane91, baseballdiamond91, forest91, harbor92), where --max-images 4
+    // would take two airplanes and two baseball diamonds.
+    let run = dir
+        .command()
+        .args(["eval", "--json", "--device", "cpu", "--sample", "4", "--figure", "page.html", "--dataset"])
+        .arg(examples_json())
+        .arg("--model")
+        .arg(&model)
+        .succeeds();
+    let result = parse_json(&run.stdout);
+    assert_eq!((result["images"].as_u64(), result["captions"].as_u64()), (Some(4), Some(20)), "{result}");
+    let page = std::fs::read_to_string(dir.join("page.html")).unwrap();
+    for name in ["airplane91", "baseballdiamond91", "forest91", "harbor92"] {
+        assert!(page.contains(name), "{name} is not on the page");
+    }
+    for name in ["airplane92", "baseballdiamond92", "beach91", "tenniscourt91"] {
+        assert!(!page.contains(name), "{name} should not be in the sample");
+    }
+    for bad in [&["--sample", "0"][..], &["--sample", "4", "--max-images", "4"][..]] {
+        dir.command().args(["eval", "--dataset", "d.json"]).args(bad).usage_error();
+    }
+}

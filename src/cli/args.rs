@@ -524,8 +524,12 @@ pub struct EvalArgs {
     #[arg(long, value_name = "NAME=V1,V2,…", value_parser = crate::train::evaluate::parse_sweep)]
     pub sweep: Vec<crate::train::evaluate::Sweep>,
     /// Only the first N images of the split.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sample")]
     pub max_images: Option<usize>,
+    /// Only N images spread evenly over the split (every len/N-th). The datasets list their
+    /// images class by class, so unlike --max-images this keeps every class in a subset.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub sample: Option<u32>,
     /// Encode each image as this many views averaged (1, 2 = plus mirror, 4 = rotations,
     /// 8 = rotations × mirror) instead of the model's `image.test_time_views`: measures the
     /// setting before it goes into a config (an index uses the config's).

@@ -84,6 +84,16 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         args.dataset.iter().map(|p| Dataset::load(p, args.images.as_deref())).collect::<Result<_, _>>()?;
     let (images, _) =
         load_split(&datasets, &args.split, &model.vocab, model.config.text.max_tokens as usize, false)?;
+    // --sample: every len/N-th image (the figure page's own spread), so a subset keeps every
+    // class of a dataset that lists its images class by class.
+    let images = match args.sample {
+        Some(n) => {
+            let keep: std::collections::BTreeSet<usize> =
+                crate::train::figure::spread(images.len(), n as usize, false).into_iter().collect();
+            images.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, img)| img).collect()
+        }
+        None => images,
+    };
     let set = EvalSet::new(&images, model.config.image.image_size as u32, args.max_images);
     let feats = encode_images(model, &set, 32);
     let mut rows: Vec<(String, Recall)> = Vec::new();
