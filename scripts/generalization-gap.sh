@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The generalisation gap of a model: retrieval on training images against validation, per
-# dataset, like for like: N images spread evenly over each split (scripts/split-sample.py;
-# every class), all their captions. UCM-Captions: N = 210 (all of val), RSICD-on-AID: N = 300.
+# dataset, like for like: N images spread evenly over each split (`eval --sample N`; every
+# class), all their captions. UCM-Captions: N = 210 (all of val), RSICD-on-AID: N = 300.
 #   scripts/generalization-gap.sh MODEL OUTDIR
 # Writes {train,val}-DATASET.json (`eval --json`) in OUTDIR and prints one line per dataset.
 # A file that exists is kept, so a stopped run continues. Env: UCM, AID (dataset JSONs),
-# BIN, PY (a Python 3).
+# BIN, PY (a Python 3, for the summary line).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:?usage: scripts/generalization-gap.sh MODEL OUTDIR}
@@ -18,8 +18,6 @@ export LD_LIBRARY_PATH="$PWD/.venv/libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_P
 [ -x "$BIN" ] || { echo "no $BIN: run scripts/setup.sh first" >&2; exit 1; }
 [ -f "$MODEL/config.json" ] || { echo "no model at $MODEL (config.json missing)" >&2; exit 1; }
 mkdir -p "$OUT"
-samples=$(mktemp -d)
-trap 'rm -rf "$samples"' EXIT
 
 for pair in "$UCM:210" "$AID:300"; do
     data=${pair%:*} n=${pair##*:}
@@ -28,9 +26,8 @@ for pair in "$UCM:210" "$AID:300"; do
     for split in train val; do
         file="$OUT/$split-$name.json"
         [ -s "$file" ] && continue
-        "$PY" scripts/split-sample.py "$data" "$split" "$n" "$samples/$split-$name.json"
-        "$BIN" eval --model "$MODEL" --json --dataset "$samples/$split-$name.json" \
-            --images "$(dirname "$data")/images" --split sample >"$file.part"
+        "$BIN" eval --model "$MODEL" --json --dataset "$data" --split "$split" --sample "$n" \
+            >"$file.part"
         mv "$file.part" "$file"
     done
     "$PY" - "$OUT/train-$name.json" "$OUT/val-$name.json" <<'PY'

@@ -7,7 +7,7 @@ use super::model_arg::load_model;
 use crate::data::dataset::Dataset;
 use crate::model::Config;
 use crate::train::evaluate::{EvalSet, encode_images, score_all};
-use crate::train::loader::load_split;
+use crate::train::loader::load_split_subset;
 use crate::train::metrics::Recall;
 use crate::train::{TrainOptions, train as run_training};
 
@@ -82,19 +82,18 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let model = &loaded.model;
     let datasets: Vec<Dataset> =
         args.dataset.iter().map(|p| Dataset::load(p, args.images.as_deref())).collect::<Result<_, _>>()?;
-    let (images, _) =
-        load_split(&datasets, &args.split, &model.vocab, model.config.text.max_tokens as usize, false)?;
     // --sample: every len/N-th image (the figure page's own spread), so a subset keeps every
-    // class of a dataset that lists its images class by class.
-    let images = match args.sample {
-        Some(n) => {
-            let keep: std::collections::BTreeSet<usize> =
-                crate::train::figure::spread(images.len(), n as usize, false).into_iter().collect();
-            images.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, img)| img).collect()
-        }
-        None => images,
+    // class of a dataset that lists its images class by class; --max-images: the first N.
+    // Only the chosen images are decoded.
+    let (sample, first) = (args.sample, args.max_images);
+    let pick = move |n: usize| match (sample, first) {
+        (Some(k), _) => crate::train::figure::spread(n, k as usize, false),
+        (None, Some(k)) => (0..k.min(n)).collect(),
+        (None, None) => (0..n).collect(),
     };
-    let set = EvalSet::new(&images, model.config.image.image_size as u32, args.max_images);
+    let max_tokens = model.config.text.max_tokens as usize;
+    let (images, _) = load_split_subset(&datasets, &args.split, &model.vocab, max_tokens, false, pick)?;
+    let set = EvalSet::new(&images, model.config.image.image_size as u32, None);
     let feats = encode_images(model, &set, 32);
     let mut rows: Vec<(String, Recall)> = Vec::new();
     let mut variants = crate::train::evaluate::scoring_variants(&model.config.scoring, args.ablate);

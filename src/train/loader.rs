@@ -44,8 +44,22 @@ pub fn load_split(
     max_tokens: usize,
     skip_bad: bool,
 ) -> Result<(Vec<TrainImage>, SkipReport)> {
-    let samples: Vec<_> =
+    load_split_subset(datasets, split, vocab, max_tokens, skip_bad, |n| (0..n).collect())
+}
+
+/// [`load_split`] for the images at the positions `pick(n)` returns (in order) among the
+/// split's `n` images; only those are decoded.
+pub fn load_split_subset(
+    datasets: &[Dataset],
+    split: &str,
+    vocab: &Vocab,
+    max_tokens: usize,
+    skip_bad: bool,
+    pick: impl FnOnce(usize) -> Vec<usize>,
+) -> Result<(Vec<TrainImage>, SkipReport)> {
+    let all: Vec<_> =
         datasets.iter().enumerate().flat_map(|(k, d)| d.split(split).map(move |s| (k, s))).collect();
+    let samples: Vec<_> = pick(all.len()).into_iter().filter_map(|i| all.get(i).copied()).collect();
     let decoded: Vec<Result<TrainImage>> = samples
         .par_iter()
         .map(|&(dataset, s)| {
