@@ -288,3 +288,72 @@ fn eval_sample_spreads_the_subset_over_the_split_and_refuses_nonsense() {
         dir.command().args(["eval", "--dataset", "d.json"]).args(bad).usage_error();
     }
 }
+
+#[test]
+fn calibrate_writes_a_prior_that_eval_uses_and_other_weights_refuse() {
+    let dir = Dir::new();
+    let model = dir.init_model("m");
+    let eval = |model: &Path| {
+        let mut cmd = dir.command();
+        cmd.args([
+            "eval",
+            "--json",
+            "--device",
+            "cpu",
+            "--split",
+            "test",
+            "--sweep",
+            "hubness_prior=1",
+            "--dataset",
+        ])
+        .arg(examples_json())
+        .arg("--model")
+        .arg(model);
+        cmd
+    };
+    // Weighing a prior the model does not have is refused, naming the file and the fix.
+    let run = eval(&model).fails();
+    let line = run.error_line();
+    assert!(line.contains("prior.safetensors") && line.contains("calibrate"), "{line}");
+
+    let run = dir
+        .command()
+        .args(["model", "calibrate", "--device", "cpu", "--split", "test", "--dataset"])
+        .arg(examples_json())
+        .arg("--model")
+        .arg(&model)
+        .succeeds();
+    assert!(run.stdout.contains("mean of 50 'test' captions"), "{}", run.stdout);
+    assert!(model.join("prior.safetensors").is_file());
+    // The weights, and so every index's record of them, are unchanged.
+    assert_eq!(info_json(&dir, &model)["fingerprint"].as_str().map(str::len), Some(64));
+
+    // The prior is a constant per image: it may reorder images for a caption, never the
+    // captions for an image, so sentence retrieval is the same with and without it.
+    let result = parse_json(&eval(&model).succeeds().stdout);
+    let rows = result["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{result}");
+    assert_eq!(rows[0]["recall"]["i2t"], rows[1]["recall"]["i2t"], "{result}");
+
+    // A prior computed with other weights is refused, wherever the model is loaded.
+    let other = dir.join("other");
+    init_args(&dir, "pvig-nano").args(["--seed", "7", "--out"]).arg(&other).succeeds();
+    let mut config = read_json(&other.join("config.json"));
+    config["scoring"]["hubness_prior"] = serde_json::json!(1.0);
+    write_json(&other.join("config.json"), &config);
+    let missing = dir.command().args(["model", "info", "--model"]).arg(&other).fails();
+    assert!(missing.error_line().contains("hubness_prior is 1"), "{missing}");
+    std::fs::copy(model.join("prior.safetensors"), other.join("prior.safetensors")).unwrap();
+    let run = dir.command().args(["model", "info", "--model"]).arg(&other).fails();
+    let line = run.error_line();
+    assert!(line.contains("prior.safetensors") && line.contains("computed with weights"), "{line}");
+    // Calibrating the model again mends it.
+    dir.command()
+        .args(["model", "calibrate", "--split", "test", "--dataset"])
+        .arg(examples_json())
+        .arg("--model")
+        .arg(&other)
+        .succeeds();
+    let info = dir.command().args(["model", "info", "--model"]).arg(&other).succeeds();
+    assert!(info.stdout.contains("hubness prior 1 (t̄ of 50 captions)"), "{}", info.stdout);
+}

@@ -583,6 +583,24 @@ pub enum ModelCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Compute a model's hubness prior (prior.safetensors) from dataset captions.
+    ///
+    /// t̄ is the mean global vector of every caption of --split, encoded by the model. With
+    /// `scoring.hubness_prior = h > 0` in config.json, every score becomes S − h · (v_g · t̄):
+    /// images that match captions in general ("hubs") stop crowding the top of every query.
+    /// The file sits beside the weights and records their fingerprint: indexes stay valid,
+    /// and a prior computed with other weights is refused. Choose h with
+    /// `eval --sweep hubness_prior=0,1,2` on a validation split.
+    Calibrate {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Dataset JSON(s) in RSICD format whose captions are averaged (the training data).
+        #[arg(long, required = true)]
+        dataset: Vec<PathBuf>,
+        /// Split whose captions are averaged.
+        #[arg(long, default_value = "train")]
+        split: String,
+    },
     /// Show a model's config, size, vocabulary and fingerprint, after checking that its parts agree.
     Info {
         #[command(flatten)]

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use tch::Device;
 
 use super::args::{BenchCommand, Command, ModelArgs, ModelCommand};
@@ -22,6 +22,9 @@ pub fn dispatch(command: Command) -> Result<i32> {
             model_init(&config, &vocab_from, &out, seed, force).map(|_| OK)
         }
         Command::Model(ModelCommand::Info { model, json }) => model_info(&model, json).map(|_| OK),
+        Command::Model(ModelCommand::Calibrate { model, dataset, split }) => {
+            model_calibrate(&model, &dataset, &split).map(|_| OK)
+        }
         Command::Rank { text, images, model, json } => rank(&text, &images, &model, json).map(|_| OK),
         Command::Train(args) => super::train_cmd::train(args).map(|_| OK),
         Command::Eval(args) => super::train_cmd::eval(args).map(|_| OK),
@@ -163,6 +166,27 @@ pub fn embed(text: &str, format: super::args::EmbedFormat, model: &ModelArgs) ->
     Ok(())
 }
 
+fn model_calibrate(args: &ModelArgs, datasets: &[std::path::PathBuf], split: &str) -> Result<()> {
+    use crate::model::prior::PRIOR_FILE;
+    // The prior being replaced may be the reason the model does not load (other weights):
+    // load without it, as calibration does not need it.
+    let loaded = super::model_arg::load_model_without_prior(args)?;
+    let datasets: Vec<Dataset> = datasets.iter().map(|p| Dataset::load(p, None)).collect::<Result<_, _>>()?;
+    let prior = crate::train::calibrate::hubness_prior(&loaded.model, &loaded.fingerprint, &datasets, split)?;
+    let path = loaded.dir.join(PRIOR_FILE);
+    crate::files::write_atomic(&path, &prior.to_bytes()?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let norm = prior.text_mean.iter().map(|v| v * v).sum::<f32>().sqrt();
+    println!(
+        "wrote {} (mean of {} '{split}' captions, |t̄| = {norm:.3}; weights {}); scoring.hubness_prior = {} in config.json",
+        path.display(),
+        prior.captions,
+        loaded.short_fingerprint(),
+        loaded.model.config.scoring.hubness_prior
+    );
+    Ok(())
+}
+
 fn model_info(args: &ModelArgs, json: bool) -> Result<()> {
     let loaded = super::model_arg::load_model(args)?;
     let m = &loaded.model;
@@ -187,8 +211,18 @@ fn model_info(args: &ModelArgs, json: bool) -> Result<()> {
             m.config.image.blocks, m.config.image.channels, m.config.embed_dim
         );
         println!(
-            "scoring      λ = {}, p = {}, q = {}, correction {:?}, filtering {}, global {} (weight {})",
-            s.lambda, s.p, s.q, s.correction, s.filtering, s.global_component, s.global_weight
+            "scoring      λ = {}, p = {}, q = {}, correction {:?}, filtering {}, global {} (weight {}), hubness prior {}",
+            s.lambda,
+            s.p,
+            s.q,
+            s.correction,
+            s.filtering,
+            s.global_component,
+            s.global_weight,
+            match &m.prior {
+                Some(p) => format!("{} (t̄ of {} captions)", s.hubness_prior, p.captions),
+                None => "none".to_string(),
+            }
         );
     }
     Ok(())

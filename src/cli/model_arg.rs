@@ -26,6 +26,13 @@ pub fn load_model(args: &ModelArgs) -> Result<ModelDir> {
     Ok(loaded)
 }
 
+/// [`load_model`] without the model's hubness prior (`model calibrate` writes a new one).
+pub fn load_model_without_prior(args: &ModelArgs) -> Result<ModelDir> {
+    let device = args.device.resolve()?;
+    let dir = model_dir(args);
+    ModelDir::load_without_prior(&dir, device).with_context(|| load_failed(args, &dir))
+}
+
 /// Loads what a search needs of the model named by `--model` (no libtorch: queries run on
 /// the CPU in plain Rust, see `model::native`; `--device` is accepted and not needed).
 pub fn load_query_model(args: &ModelArgs) -> Result<QueryModel> {

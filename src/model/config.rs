@@ -138,6 +138,16 @@ pub struct ScoringConfig {
     /// validation (`eval --sweep global_weight=…`); training uses it too.
     #[serde(default = "one")]
     pub global_weight: f64,
+    /// Weight h of the hubness prior: `S' = S − h · (v_g · t̄)`, with t̄ the mean unit
+    /// global vector of the training captions (`prior.safetensors`, written by `acf-index
+    /// calibrate`). Some images sit close to what captions say in general and score high
+    /// against every query ("hubs"); the prior ranks an image by how much better the query
+    /// fits it than an average caption does. A constant per image, so it reorders images for
+    /// a query (text → image, what `query` does) and leaves sentence retrieval as it is.
+    /// 0 (the default for configs without the field) turns it off; chosen by validation
+    /// (`eval --sweep hubness_prior=…`).
+    #[serde(default)]
+    pub hubness_prior: f64,
 }
 
 fn one() -> f64 {
@@ -354,6 +364,7 @@ impl Config {
                 filtering: true,
                 global_component: true,
                 global_weight: 1.0,
+                hubness_prior: 0.0,
             },
             loss: LossConfig {
                 margin: 0.2,

@@ -10,6 +10,7 @@ pub mod knn;
 pub mod loss;
 pub mod model_dir;
 pub mod native;
+pub mod prior;
 pub mod scoring;
 pub mod text_encoder;
 pub mod views;
@@ -35,6 +36,8 @@ pub struct AcfModel {
     pub config: Config,
     /// Word ↔ id mapping, as saved in `vocab.json`.
     pub vocab: Vocab,
+    /// The hubness prior t̄ (`prior.safetensors`), when the model directory has one.
+    pub prior: Option<prior::HubnessPrior>,
     vs: nn::VarStore,
     image: ImageEncoder,
     text: TextEncoder,
@@ -47,7 +50,7 @@ impl AcfModel {
         let root = vs.root();
         let image = ImageEncoder::new(&(&root / "image"), &config);
         let text = TextEncoder::new(&(&root / "text"), &config, vocab.len() as i64);
-        AcfModel { config, vocab, vs, image, text }
+        AcfModel { config, vocab, prior: None, vs, image, text }
     }
 
     /// The device the weights live on.
@@ -118,8 +121,24 @@ impl AcfModel {
         Ok((feats, encoded))
     }
 
-    /// S(I,T) for every image × caption pair, (N, T), with this model's scoring config.
+    /// S(I,T) for every image × caption pair, (N, T), with this model's scoring config
+    /// (and its hubness prior when the config weighs it).
     pub fn score(&self, images: &ImageFeatures, texts: &TextFeatures) -> Tensor {
-        scoring::score_matrix(images, texts, &self.config.scoring)
+        let s = scoring::score_matrix(images, texts, &self.config.scoring);
+        match self.prior_offsets(images, &self.config.scoring) {
+            Some(offsets) => s - offsets,
+            None => s,
+        }
+    }
+
+    /// What the hubness prior subtracts from each image's scores under `cfg`,
+    /// `hubness_prior · (v_g · t̄)` as (N, 1); `None` when the weight is 0 or the model has
+    /// no prior (loading refuses a model whose own config needs one it lacks).
+    pub fn prior_offsets(&self, images: &ImageFeatures, cfg: &config::ScoringConfig) -> Option<Tensor> {
+        let prior = self.prior.as_ref().filter(|_| cfg.hubness_prior > 0.0)?;
+        let mean = Tensor::from_slice(&prior.text_mean)
+            .to_device(images.global.device())
+            .to_kind(images.global.kind());
+        Some(images.global.matmul(&mean).unsqueeze(1) * cfg.hubness_prior)
     }
 }

@@ -26,8 +26,18 @@ pub struct ModelDir {
 }
 
 impl ModelDir {
-    /// Loads and cross-checks a model directory onto `device`.
+    /// Loads and cross-checks a model directory onto `device`, with its hubness prior
+    /// (refused when it belongs to other weights, or missing when the config weighs it).
     pub fn load(dir: &Path, device: Device) -> Result<ModelDir> {
+        Self::load_inner(dir, device, true)
+    }
+
+    /// [`ModelDir::load`] without the hubness prior and its checks: for computing a new one.
+    pub fn load_without_prior(dir: &Path, device: Device) -> Result<ModelDir> {
+        Self::load_inner(dir, device, false)
+    }
+
+    fn load_inner(dir: &Path, device: Device, with_prior: bool) -> Result<ModelDir> {
         check_files(dir)?;
         let config = Config::load(&dir.join(CONFIG_FILE))?;
         let vocab = Vocab::load(&dir.join(VOCAB_FILE))?;
@@ -35,7 +45,15 @@ impl ModelDir {
         let bytes = std::fs::read(&weights_path)
             .map_err(|e| AcfError::io(&weights_path, "cannot read weights", e))?;
         let fingerprint = sha256_hex(&bytes);
+        let prior = if with_prior {
+            let prior = super::prior::load(dir, &config, &fingerprint)?;
+            super::prior::require(dir, config.scoring.hubness_prior, prior.as_ref())?;
+            prior
+        } else {
+            None
+        };
         let mut model = AcfModel::new(config, vocab, device);
+        model.prior = prior;
         fill_weights(&mut model, &bytes, &weights_path)?;
         Ok(ModelDir { model, dir: dir.to_path_buf(), fingerprint })
     }

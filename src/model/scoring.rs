@@ -165,6 +165,7 @@ mod tests {
             filtering,
             global_component: global,
             global_weight: 1.0,
+            hubness_prior: 0.0,
         }
     }
 

@@ -298,7 +298,9 @@ impl ChipBuffers {
         self.global.copy_from_slice(global);
         crate::model::native::linalg::normalize(&mut self.global);
         let sim_g = crate::model::native::linalg::dot(&self.global, &query.text.global);
-        (model.score(query, &self.regions, sim_g, &mut self.scratch), sim_g)
+        let s =
+            model.score(query, &self.regions, sim_g, &mut self.scratch) - model.prior_offset(&self.global);
+        (s, sim_g)
     }
 }
 

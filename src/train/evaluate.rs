@@ -91,7 +91,11 @@ pub fn score_all(
         let text = model.encode_ids(&ids, &lengths, false);
         columns.push(scoring::score_matrix_chunked(images, &text, scoring_cfg, 64));
     }
-    let all = Tensor::cat(&columns, 1).to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+    let mut all = Tensor::cat(&columns, 1);
+    if let Some(offsets) = model.prior_offsets(images, scoring_cfg) {
+        all -= offsets;
+    }
+    let all = all.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
     debug_assert_eq!(all.size(), vec![n as i64, t as i64]);
     Vec::<f32>::try_from(&all.flatten(0, -1)).unwrap_or_default()
 }
@@ -136,6 +140,7 @@ impl Sweep {
             "q" => s.q = num()?,
             "lambda" => s.lambda = num()?,
             "global_weight" => s.global_weight = num()?,
+            "hubness_prior" => s.hubness_prior = num()?,
             "correction" => {
                 s.correction = match value {
                     "logits" => Correction::Logits,
@@ -149,7 +154,7 @@ impl Sweep {
             }
             other => {
                 return Err(format!(
-                    "cannot sweep '{other}' (p, q, lambda, global_weight, correction, filtering)"
+                    "cannot sweep '{other}' (p, q, lambda, global_weight, hubness_prior, correction, filtering)"
                 ));
             }
         }

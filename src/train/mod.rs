@@ -2,6 +2,7 @@
 //! with checkpoints, and R@K/mR evaluation.
 
 pub mod adam;
+pub mod calibrate;
 pub mod device_check;
 pub mod evaluate;
 pub mod figure;

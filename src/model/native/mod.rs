@@ -28,6 +28,8 @@ pub struct QueryModel {
     pub dir: PathBuf,
     /// Hex sha256 of `model.safetensors`, as `ModelDir` reports it.
     pub fingerprint: String,
+    /// The hubness prior t̄ (`prior.safetensors`), when the model directory has one.
+    pub prior: Option<super::prior::HubnessPrior>,
     text: TextEncoder,
 }
 
@@ -47,7 +49,9 @@ impl QueryModel {
             });
         }
         let text = TextEncoder::load(&weights, &config, vocab.len())?;
-        Ok(QueryModel { config, vocab, dir: dir.to_path_buf(), fingerprint, text })
+        let prior = super::prior::load(dir, &config, &fingerprint)?;
+        super::prior::require(dir, config.scoring.hubness_prior, prior.as_ref())?;
+        Ok(QueryModel { config, vocab, dir: dir.to_path_buf(), fingerprint, prior, text })
     }
 
     /// The model with its weights copied into memory, independent of the file from then on
@@ -66,6 +70,17 @@ impl QueryModel {
     /// S(I, T) of `query` against one chip (`regions` k × D with unit rows, `sim_g`).
     pub fn score(&self, query: &ScoringQuery, regions: &[f32], sim_g: f32, scratch: &mut Scratch) -> f32 {
         score::score(&self.config.scoring, query, regions, sim_g, scratch)
+    }
+
+    /// What the hubness prior subtracts from every score of a chip with unit global vector
+    /// `global`: `hubness_prior · (v_g · t̄)`, 0 when off (see `model::prior`).
+    pub fn prior_offset(&self, global: &[f32]) -> f32 {
+        match &self.prior {
+            Some(p) if self.config.scoring.hubness_prior > 0.0 => {
+                self.config.scoring.hubness_prior as f32 * p.offset(global)
+            }
+            _ => 0.0,
+        }
     }
 }
 
@@ -177,6 +192,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_hubness_prior_subtracts_the_same_offset_in_both_paths() {
+        let (_dir, mut model, mut native) = both(Config::pvig_nano());
+        let d = 512;
+        let mean: Vec<f32> = (0..d).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
+        let prior = crate::model::prior::HubnessPrior {
+            text_mean: mean.clone(),
+            weights_sha256: native.fingerprint.clone(),
+            captions: 3,
+        };
+        model.prior = Some(prior.clone());
+        native.prior = Some(prior);
+        let images = ImageFeatures {
+            regions: Tensor::randn([3, 49, d as i64], (Kind::Float, Device::Cpu)),
+            global: Tensor::randn([3, d as i64], (Kind::Float, Device::Cpu)),
+        };
+        let images = ImageFeatures {
+            regions: &images.regions / images.regions.square().sum_dim_intlist(-1, true, None::<Kind>).sqrt(),
+            global: &images.global / images.global.square().sum_dim_intlist(-1, true, None::<Kind>).sqrt(),
+        };
+        let (t, _) = model.encode_captions(&["tennis court near a road"]).unwrap();
+        let plain = to_vec(&model.score(&images, &t));
+        let globals = to_vec(&images.global);
+        for h in [1.0, 2.5] {
+            model.config.scoring.hubness_prior = h;
+            native.config.scoring.hubness_prior = h;
+            let with = to_vec(&model.score(&images, &t));
+            for i in 0..3 {
+                let g = &globals[i * d..(i + 1) * d];
+                let want = h as f32 * g.iter().zip(&mean).map(|(a, b)| a * b).sum::<f32>();
+                assert!((plain[i] - with[i] - want).abs() < 1e-5, "libtorch, image {i}, h {h}");
+                assert!((native.prior_offset(g) - want).abs() < 1e-5, "native, image {i}, h {h}");
+            }
+        }
+        model.config.scoring.hubness_prior = 0.0;
+        native.config.scoring.hubness_prior = 0.0;
+        assert_eq!(to_vec(&model.score(&images, &t)), plain, "weight 0 is off");
+        assert_eq!(native.prior_offset(&globals[..d]), 0.0);
     }
 
     #[test]
