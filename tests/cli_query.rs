@@ -410,3 +410,57 @@ fn unknown_words_are_read_as_known_ones_shown_and_refused_when_nothing_is_left()
         .fails()
         .error_has("not understood: qwzx");
 }
+
+#[test]
+fn the_hubness_prior_moves_each_chip_by_its_own_offset_and_keeps_the_index_valid() {
+    let dir = Dir::new();
+    let model = dir.join("m");
+    std::fs::create_dir(&model).unwrap();
+    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
+    for file in ["config.json", "vocab.json", "model.safetensors"] {
+        std::fs::copy(default.join(file), model.join(file)).unwrap();
+    }
+    let model_arg = model.to_str().unwrap();
+    let index = geotiff_index(&dir, "idx", &["--model", model_arg]);
+    let by_id = |hits: Vec<Value>| -> std::collections::BTreeMap<String, (f64, f64)> {
+        hits.iter()
+            .map(|h| {
+                let id = h["chip_id"].as_str().unwrap().to_string();
+                (id, (h["score"].as_f64().unwrap(), h["sim_g"].as_f64().unwrap()))
+            })
+            .collect()
+    };
+    let args = ["--top-k", "1000", "--exhaustive", "--model", model_arg];
+    let before = by_id(query(&dir, &index, QUERY, &args));
+    dir.command()
+        .args(["model", "calibrate", "--split", "test", "--model", model_arg, "--dataset"])
+        .arg(crate::util::examples_json())
+        .succeeds();
+    let config_path = model.join("config.json");
+    let mut config: Value = parse_json(&std::fs::read_to_string(&config_path).unwrap());
+    config["scoring"]["hubness_prior"] = serde_json::json!(2.0);
+    std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+
+    // Same weights, so the index built before calibration still opens; every chip's score
+    // moves by its own offset 2 · (v_g · t̄), and its global similarity does not.
+    let after = by_id(query(&dir, &index, QUERY, &args));
+    assert_eq!(before.len(), 62);
+    assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+    let shifts: Vec<f64> = before
+        .iter()
+        .map(|(id, (s, g))| {
+            let (s2, g2) = after[id];
+            assert!((g - g2).abs() < 1e-6, "{id}: sim_g changed");
+            s - s2
+        })
+        .collect();
+    let (lo, hi) = shifts.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    assert!(hi - lo > 1e-3, "the prior should move chips by different amounts: {lo}..{hi}");
+    assert!(shifts.iter().all(|x| x.abs() < 2.0 + 1e-6), "|offset| is at most h · |t̄|: {lo}..{hi}");
+
+    // Without its prior file the model refuses to score with h > 0, naming the file.
+    std::fs::remove_file(model.join("prior.safetensors")).unwrap();
+    let run =
+        dir.command().args(["query", "--index"]).arg(&index).args(["--model", model_arg, QUERY]).fails();
+    assert!(run.error_line().contains("prior.safetensors"), "{run}");
+}
