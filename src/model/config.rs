@@ -139,7 +139,7 @@ pub struct ScoringConfig {
     #[serde(default = "one")]
     pub global_weight: f64,
     /// Weight h of the hubness prior: `S' = S − h · (v_g · t̄)`, with t̄ the mean unit
-    /// global vector of the training captions (`prior.safetensors`, written by `acf-index
+    /// global vector of a set of captions (`prior.safetensors`, written by `acf-index model
     /// calibrate`). Some images sit close to what captions say in general and score high
     /// against every query ("hubs"); the prior ranks an image by how much better the query
     /// fits it than an average caption does. A constant per image, so it reorders images for

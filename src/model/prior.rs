@@ -109,7 +109,7 @@ pub fn load(dir: &Path, config: &Config, fingerprint: &str) -> Result<Option<Hub
         return Err(AcfError::ModelMismatch {
             path,
             reason: format!(
-                "the hubness prior was computed with weights {}, this model's are {}; rerun acf-index calibrate",
+                "the hubness prior was computed with weights {}, this model's are {}; rerun acf-index model calibrate",
                 crate::files::short_fingerprint(&prior.weights_sha256),
                 crate::files::short_fingerprint(fingerprint)
             ),
@@ -124,7 +124,7 @@ pub fn require(dir: &Path, weight: f64, prior: Option<&HubnessPrior>) -> Result<
         return Err(AcfError::ModelMismatch {
             path: dir.join(PRIOR_FILE),
             reason: format!(
-                "scoring.hubness_prior is {weight} but the model has no {PRIOR_FILE}; run acf-index calibrate, or set it to 0"
+                "scoring.hubness_prior is {weight} but the model has no {PRIOR_FILE}; run acf-index model calibrate, or set it to 0"
             ),
         });
     }

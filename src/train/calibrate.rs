@@ -1,4 +1,4 @@
-//! `acf-index calibrate`: the hubness prior t̄ of a trained model (see `model::prior`), the
+//! `acf-index model calibrate`: the hubness prior t̄ of a trained model (see `model::prior`), the
 //! mean unit global vector of a split's captions, encoded by the model.
 
 use tch::{Device, Kind, Tensor};

@@ -86,13 +86,14 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
                 opts.out.display()
             )));
         }
-        tch::manual_seed(opts.config.training.seed as i64);
+        let config = without_prior(&opts.config);
+        tch::manual_seed(config.training.seed as i64);
         let model = match &opts.init_from {
-            Some(dir) => warm_start(dir, &opts.config, opts.device)?,
+            Some(dir) => warm_start(dir, &config, opts.device)?,
             None => {
                 let captions = datasets.iter().flat_map(|d| d.split("train")).flat_map(|s| s.captions.iter());
-                let vocab = Vocab::build(captions.map(String::as_str), opts.config.text.vocab_min_count);
-                AcfModel::new(opts.config.clone(), vocab, opts.device)
+                let vocab = Vocab::build(captions.map(String::as_str), config.text.vocab_min_count);
+                AcfModel::new(config.clone(), vocab, opts.device)
             }
         };
         let adam = Adam::new(model.var_store(), &model.config.training);
@@ -328,6 +329,21 @@ fn save_checkpoint(out: &Path, model: &AcfModel, adam: &Adam, state: &TrainState
     Ok(())
 }
 
+/// `config` with the hubness prior off: a prior belongs to the weights it was computed with
+/// (`model::prior`), which training replaces, so checkpoints and the trained model must not
+/// ask for one. Said once when the config had it on.
+fn without_prior(config: &Config) -> Config {
+    let mut config = config.clone();
+    if config.scoring.hubness_prior > 0.0 {
+        tracing::warn!(
+            "scoring.hubness_prior {} set to 0 for training: the prior belongs to the weights; run acf-index model calibrate on the trained model and set it again",
+            config.scoring.hubness_prior
+        );
+        config.scoring.hubness_prior = 0.0;
+    }
+    config
+}
+
 /// A trained model with `config`'s training, loss and scoring settings, for a new run
 /// that starts from its weights. The architecture (image, text, embedding size) must
 /// be the model's own: the weights would not fit another.
@@ -348,6 +364,7 @@ fn warm_start(dir: &Path, config: &Config, device: Device) -> Result<AcfModel> {
         });
     }
     model.config = config.clone();
+    model.prior = None; // it belongs to the weights this run is about to change
     Ok(model)
 }
 
@@ -591,5 +608,27 @@ pub(crate) mod tests {
         again.resume = true;
         let s = train(&again, Arc::new(AtomicBool::new(false))).unwrap();
         assert!(!s.interrupted && s.state.epoch == 1);
+    }
+
+    #[test]
+    fn training_from_a_calibrated_model_drops_its_prior() {
+        // A model directory whose config weighs a prior it has: loadable as it is.
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = micro_config();
+        config.scoring.hubness_prior = 1.5;
+        let model = AcfModel::new(config.clone(), Vocab::build(["a red roof"], 1), Device::Cpu);
+        let fingerprint = model_dir::save(&model, dir.path(), "# card\n").unwrap();
+        let prior = crate::model::prior::HubnessPrior {
+            text_mean: vec![0.01; config.embed_dim as usize],
+            weights_sha256: fingerprint,
+            captions: 1,
+        };
+        std::fs::write(dir.path().join(crate::model::prior::PRIOR_FILE), prior.to_bytes().unwrap()).unwrap();
+        assert!(ModelDir::load(dir.path(), Device::Cpu).unwrap().model.prior.is_some());
+        // Training from it (same config) neither scores with the old weights' prior nor
+        // writes checkpoints that would ask for one.
+        let started = warm_start(dir.path(), &without_prior(&config), Device::Cpu).unwrap();
+        assert!(started.prior.is_none());
+        assert_eq!(started.config.scoring.hubness_prior, 0.0);
     }
 }
