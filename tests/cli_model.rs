@@ -293,6 +293,8 @@ fn eval_sample_spreads_the_subset_over_the_split_and_refuses_nonsense() {
 fn calibrate_writes_a_prior_that_eval_uses_and_other_weights_refuse() {
     let dir = Dir::new();
     let model = dir.init_model("m");
+    let fingerprint = info_json(&dir, &model)["fingerprint"].as_str().unwrap().to_string();
+    assert_eq!(info_json(&dir, &model)["prior_captions"], Value::Null);
     let eval = |model: &Path| {
         let mut cmd = dir.command();
         cmd.args([
@@ -326,7 +328,9 @@ fn calibrate_writes_a_prior_that_eval_uses_and_other_weights_refuse() {
     assert!(run.stdout.contains("mean of 50 'test' captions"), "{}", run.stdout);
     assert!(model.join("prior.safetensors").is_file());
     // The weights, and so every index's record of them, are unchanged.
-    assert_eq!(info_json(&dir, &model)["fingerprint"].as_str().map(str::len), Some(64));
+    let info = info_json(&dir, &model);
+    assert_eq!(info["fingerprint"].as_str(), Some(fingerprint.as_str()));
+    assert_eq!(info["prior_captions"].as_u64(), Some(50));
 
     // The prior is a constant per image: it may reorder images for a caption, never the
     // captions for an image, so sentence retrieval is the same with and without it.

@@ -196,6 +196,7 @@ fn model_info(args: &ModelArgs, json: bool) -> Result<()> {
             "fingerprint": loaded.fingerprint,
             "trainable_parameters": m.trainable_parameters(),
             "vocabulary_words": m.vocab.len(),
+            "prior_captions": m.prior.as_ref().map(|p| p.captions),
             "config": m.config,
         });
         println!("{}", serde_json::to_string_pretty(&info)?);
