@@ -140,7 +140,12 @@ impl Sweep {
             "q" => s.q = num()?,
             "lambda" => s.lambda = num()?,
             "global_weight" => s.global_weight = num()?,
-            "hubness_prior" => s.hubness_prior = num()?,
+            "hubness_prior" => {
+                s.hubness_prior = num()?;
+                if !(0.0..=10.0).contains(&s.hubness_prior) {
+                    return Err(format!("hubness_prior={value}: from 0 to 10, as in config.json"));
+                }
+            }
             "correction" => {
                 s.correction = match value {
                     "logits" => Correction::Logits,
@@ -201,5 +206,8 @@ mod sweep_tests {
         assert!(parse_sweep("delta=1").unwrap_err().contains("cannot sweep"));
         assert!(parse_sweep("q=x").unwrap_err().contains("not a number"));
         assert!(parse_sweep("p").is_err());
+        let h = parse_sweep("hubness_prior=0,1.5").unwrap().variants(&base);
+        assert_eq!((h[0].1.hubness_prior, h[1].1.hubness_prior), (0.0, 1.5));
+        assert!(parse_sweep("hubness_prior=-1").unwrap_err().contains("from 0 to 10"));
     }
 }
