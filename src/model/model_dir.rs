@@ -45,13 +45,7 @@ impl ModelDir {
         let bytes = std::fs::read(&weights_path)
             .map_err(|e| AcfError::io(&weights_path, "cannot read weights", e))?;
         let fingerprint = sha256_hex(&bytes);
-        let prior = if with_prior {
-            let prior = super::prior::load(dir, &config, &fingerprint)?;
-            super::prior::require(dir, config.scoring.hubness_prior, prior.as_ref())?;
-            prior
-        } else {
-            None
-        };
+        let prior = if with_prior { super::prior::load(dir, &config, &fingerprint)? } else { None };
         let mut model = AcfModel::new(config, vocab, device);
         model.prior = prior;
         fill_weights(&mut model, &bytes, &weights_path)?;

@@ -96,8 +96,14 @@ impl HubnessPrior {
 
 /// The prior of the model directory `dir`, whose weights have fingerprint `fingerprint`:
 /// `None` when the directory has no prior file, an error when the file cannot be read, is
-/// damaged, or belongs to other weights.
+/// damaged, belongs to other weights, or is missing while `config` weighs it.
 pub fn load(dir: &Path, config: &Config, fingerprint: &str) -> Result<Option<HubnessPrior>> {
+    let prior = read(dir, config, fingerprint)?;
+    require(dir, config.scoring.hubness_prior, prior.as_ref())?;
+    Ok(prior)
+}
+
+fn read(dir: &Path, config: &Config, fingerprint: &str) -> Result<Option<HubnessPrior>> {
     let path = dir.join(PRIOR_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,

@@ -50,7 +50,6 @@ impl QueryModel {
         }
         let text = TextEncoder::load(&weights, &config, vocab.len())?;
         let prior = super::prior::load(dir, &config, &fingerprint)?;
-        super::prior::require(dir, config.scoring.hubness_prior, prior.as_ref())?;
         Ok(QueryModel { config, vocab, dir: dir.to_path_buf(), fingerprint, prior, text })
     }
 
