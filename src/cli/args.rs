@@ -132,9 +132,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Train a model on RSICD-style datasets (Adam, hinge triplet loss, checkpoints, resume).
+    /// Train a model on RSICD-style datasets (Adam, the config's loss, checkpoints, resume).
     ///
-    /// The vocabulary is built from the training captions. Progress shows loss, images/s and
+    /// The loss is the config's `loss` block: the paper's hinge triplet loss or InfoNCE over
+    /// the batch (`negatives: "softmax"`, what the default model uses). The vocabulary is built
+    /// from the training captions (or taken from --init-from). Progress shows loss, images/s and
     /// ETA; OUT/metrics.jsonl logs every batch and epoch; validation mR after each epoch keeps
     /// the best model in OUT (a normal model directory); OUT/checkpoint holds the latest state
     /// with optimiser moments. Ctrl-C saves a checkpoint at the next batch; `--resume`

@@ -235,6 +235,12 @@ pub struct TrainingConfig {
     /// `1 − lr · weight_decay`. 0 = plain Adam, as configs without the field trained.
     #[serde(default)]
     pub weight_decay: f64,
+    /// Stochastic depth: while training, each graph and FFN block's residual branch is
+    /// skipped for a sample with this probability (kept branches scaled by 1/(1 − rate)),
+    /// as Vision GNN trains its backbones. Inference never drops; 0 = off, as configs
+    /// without the field trained.
+    #[serde(default)]
+    pub drop_path: f64,
     /// Pixel augmentation of training images.
     #[serde(default)]
     pub augment: AugmentConfig,
@@ -390,6 +396,7 @@ impl Config {
                 word_dropout: 0.0,
                 dataset_sampling_exponent: 1.0,
                 weight_decay: 0.0,
+                drop_path: 0.0,
                 augment: AugmentConfig::default(),
             },
             training_gsd_m: None,

@@ -59,8 +59,8 @@ impl ImageEncoder {
                 };
                 let lp = &bp / backbone.len();
                 backbone.push(BackboneLayer::Block(
-                    Grapher::new(&(&lp / 0), spec),
-                    Ffn::new(&(&lp / 1), c, im.ffn_ratio),
+                    Grapher::new(&(&lp / 0), spec, cfg.training.drop_path),
+                    Ffn::new(&(&lp / 1), c, im.ffn_ratio, cfg.training.drop_path),
                 ));
                 block_idx += 1;
             }

@@ -121,10 +121,12 @@ pub struct Grapher {
     /// Fixed relative-position term added to k-NN distances, (1, N, N/r²).
     pub(super) relative_pos: Tensor,
     pub(super) spec: GraphSpec,
+    /// Stochastic-depth rate of the residual branch while training (`training.drop_path`).
+    pub(super) drop_path: f64,
 }
 
 impl Grapher {
-    pub fn new(p: &nn::Path, spec: GraphSpec) -> Self {
+    pub fn new(p: &nn::Path, spec: GraphSpec, drop_path: f64) -> Self {
         let c = spec.channels;
         let n = spec.side * spec.side;
         let keys = n / (spec.reduce * spec.reduce);
@@ -137,6 +139,7 @@ impl Grapher {
             fc2: ConvBn::new(&(p / "fc2"), 0, 2 * c, c, 1, 1, 1),
             relative_pos,
             spec,
+            drop_path,
         }
     }
 
@@ -173,7 +176,7 @@ impl ModuleT for Grapher {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let y = self.fc1.forward_t(xs, train);
         let y = self.graph_conv(&y, train);
-        self.fc2.forward_t(&y, train) + xs
+        drop_path(self.fc2.forward_t(&y, train), self.drop_path, train) + xs
     }
 }
 
@@ -182,13 +185,16 @@ impl ModuleT for Grapher {
 pub struct Ffn {
     pub(super) fc1: ConvBn,
     pub(super) fc2: ConvBn,
+    /// Stochastic-depth rate of the residual branch while training (`training.drop_path`).
+    pub(super) drop_path: f64,
 }
 
 impl Ffn {
-    pub fn new(p: &nn::Path, c: i64, ratio: i64) -> Self {
+    pub fn new(p: &nn::Path, c: i64, ratio: i64, drop_path: f64) -> Self {
         Ffn {
             fc1: ConvBn::new(&(p / "fc1"), 0, c, c * ratio, 1, 1, 1),
             fc2: ConvBn::new(&(p / "fc2"), 0, c * ratio, c, 1, 1, 1),
+            drop_path,
         }
     }
 }
@@ -196,8 +202,21 @@ impl Ffn {
 impl ModuleT for Ffn {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let y = self.fc1.forward_t(xs, train).gelu("none");
-        self.fc2.forward_t(&y, train) + xs
+        drop_path(self.fc2.forward_t(&y, train), self.drop_path, train) + xs
     }
+}
+
+/// Stochastic depth (Huang et al. 2016) on a residual branch `y` (B, …): while training,
+/// each sample's branch is zeroed with probability `rate` and kept ones are scaled by
+/// 1/(1 − rate), so the block's expected output is unchanged; outside training, `y` as is.
+pub(super) fn drop_path(y: Tensor, rate: f64, train: bool) -> Tensor {
+    if !train || rate <= 0.0 {
+        return y;
+    }
+    let mut shape = vec![1i64; y.dim()];
+    shape[0] = y.size()[0];
+    let keep = Tensor::empty(shape.as_slice(), (y.kind(), y.device())).bernoulli_float_(1.0 - rate);
+    y * keep / (1.0 - rate)
 }
 
 /// `out[b, i, j] = keys[b, idx[b, i, j]]`: keys (B, M, C), idx (B, N, k) → (B, N, k, C).
@@ -245,6 +264,26 @@ fn relative_position_term(channels: i64, side: i64, keys: i64) -> Tensor {
 mod tests {
     use super::*;
     use tch::Device;
+
+    #[test]
+    fn drop_path_skips_whole_samples_keeps_the_mean_and_is_off_outside_training() {
+        tch::manual_seed(11);
+        let y = Tensor::ones([4000, 3, 2, 2], (Kind::Float, Device::Cpu));
+        // Outside training, or at rate 0, the branch passes unchanged.
+        assert!(drop_path(y.shallow_clone(), 0.3, false).equal(&y));
+        assert!(drop_path(y.shallow_clone(), 0.0, true).equal(&y));
+        let out = drop_path(y.shallow_clone(), 0.25, true);
+        // Each sample is either dropped entirely (0) or kept and scaled by 1/(1 − 0.25).
+        let per_sample = out.reshape([4000, 12]);
+        let (lo, hi) = (per_sample.amin([1], false), per_sample.amax([1], false));
+        assert!(lo.equal(&hi), "a sample was dropped only in part");
+        let kept = hi.gt(0.0).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+        assert!((kept - 0.75).abs() < 0.03, "kept fraction {kept}");
+        assert!((hi.amax([0], false).double_value(&[]) - 4.0 / 3.0).abs() < 1e-6);
+        // The expectation is unchanged (mean ≈ 1).
+        let mean = out.mean(Kind::Float).double_value(&[]);
+        assert!((mean - 1.0).abs() < 0.05, "mean {mean}");
+    }
 
     #[test]
     fn neighbour_rows_equal_expanded_gather_with_same_gradient() {
