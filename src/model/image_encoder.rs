@@ -211,6 +211,23 @@ mod tests {
     }
 
     #[test]
+    fn drop_path_varies_training_forwards_only() {
+        // Two images × ten residual branches: two forwards draw the same mask with p = 2⁻²⁰.
+        let x = Tensor::randn([2, 3, 224, 224], (Kind::Float, Device::Cpu));
+        let twice = |cfg: &Config, train: bool| {
+            let (_vs, enc) = encoder(cfg);
+            let a = tch::no_grad(|| enc.forward_t(&x, train));
+            let b = tch::no_grad(|| enc.forward_t(&x, train));
+            a.global.equal(&b.global)
+        };
+        let mut cfg = Config::pvig_nano();
+        assert!(twice(&cfg, true), "without stochastic depth a training forward is deterministic");
+        cfg.training.drop_path = 0.5;
+        assert!(!twice(&cfg, true), "training.drop_path is not applied while training");
+        assert!(twice(&cfg, false), "stochastic depth must not act outside training");
+    }
+
+    #[test]
     fn fusion_ablation_changes_parameters_not_shapes() {
         let mut cfg = Config::pvig_nano();
         cfg.image.multi_level_fusion = false;
