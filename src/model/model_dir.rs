@@ -32,7 +32,8 @@ impl ModelDir {
         Self::load_inner(dir, device, true)
     }
 
-    /// [`ModelDir::load`] without the hubness prior and its checks: for computing a new one.
+    /// [`ModelDir::load`] without the hubness prior and its checks: for computing a new one,
+    /// or for training from the weights (which replaces them, so the prior no longer fits).
     pub fn load_without_prior(dir: &Path, device: Device) -> Result<ModelDir> {
         Self::load_inner(dir, device, false)
     }

@@ -348,7 +348,8 @@ fn without_prior(config: &Config) -> Config {
 /// that starts from its weights. The architecture (image, text, embedding size) must
 /// be the model's own: the weights would not fit another.
 fn warm_start(dir: &Path, config: &Config, device: Device) -> Result<AcfModel> {
-    let mut model = ModelDir::load(dir, device)?.model;
+    // Without its prior: that belongs to the weights this run is about to change.
+    let mut model = ModelDir::load_without_prior(dir, device)?.model;
     let same = model.config.image == config.image
         && model.config.embed_dim == config.embed_dim
         && model.config.text.word_dim == config.text.word_dim
@@ -364,7 +365,6 @@ fn warm_start(dir: &Path, config: &Config, device: Device) -> Result<AcfModel> {
         });
     }
     model.config = config.clone();
-    model.prior = None; // it belongs to the weights this run is about to change
     Ok(model)
 }
 
