@@ -305,6 +305,11 @@ pub struct TrainArgs {
     /// Stop after this many epochs in this run (resume later to continue the schedule).
     #[arg(long)]
     pub stop_after: Option<i64>,
+    /// Also keep every epoch's model in OUT/epochs/epoch-NNN/ (a loadable model directory
+    /// each, ~22 MB for pvig-nano), to choose one afterwards with `eval` on all val images.
+    /// OUT itself always holds the epoch with the best mean validation mR.
+    #[arg(long)]
+    pub keep_epochs: bool,
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,

@@ -45,6 +45,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         checkpoint_minutes: args.checkpoint_minutes,
         stop_after_epochs: args.stop_after,
         init_from: args.init_from,
+        keep_epochs: args.keep_epochs,
     };
     let summary = run_training(&opts, interrupt)?;
     if !summary.skipped.is_empty() {

@@ -1,6 +1,7 @@
-//! The training loop (Sec. 4.2): Adam with a step schedule, hinge triplet loss,
-//! validation mR after each epoch, the best model kept, and checkpoints (weights,
-//! optimiser state, position) that `--resume` continues from exactly, also after a kill.
+//! The training loop (Sec. 4.2): AdamW with the config's schedule (step or cosine) and
+//! loss (hinge triplet or InfoNCE), validation mR after each epoch, the best model kept
+//! (optionally every epoch's), and checkpoints (weights, optimiser state, position) that
+//! `--resume` continues from exactly, also after a kill.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,10 @@ pub struct TrainOptions {
     /// Start a new run from this trained model's weights and vocabulary (a fresh
     /// optimiser and schedule from `config`, whose architecture must match the model's).
     pub init_from: Option<PathBuf>,
+    /// Also save each epoch's model as `out/epochs/epoch-NNN/`, so that a model can be
+    /// chosen afterwards by a rule other than the trainer's (e.g. on all val images with
+    /// `eval`, or requiring every dataset to gain).
+    pub keep_epochs: bool,
 }
 
 /// Where training stands; saved as `checkpoint/state.json`.
@@ -70,6 +75,7 @@ pub struct TrainSummary {
 
 const CHECKPOINT: &str = "checkpoint";
 const METRICS: &str = "metrics.jsonl";
+const EPOCHS: &str = "epochs";
 
 /// Trains (or resumes) a model into `opts.out`. Setting `interrupt` makes the loop
 /// save a checkpoint at the next batch boundary and return.
@@ -84,6 +90,13 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
             return Err(AcfError::InvalidArgument(format!(
                 "{} already holds a checkpoint: pass --resume to continue it, or choose another --out",
                 opts.out.display()
+            )));
+        }
+        let epochs_dir = opts.out.join(EPOCHS);
+        if opts.keep_epochs && std::fs::read_dir(&epochs_dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(AcfError::InvalidArgument(format!(
+                "{} holds epoch models of an earlier run: remove it or choose another --out",
+                epochs_dir.display()
             )));
         }
         let config = without_prior(&opts.config);
@@ -240,6 +253,11 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
         last_val = per_dataset.first().map(|(_, r)| *r);
         state.epoch += 1;
         state.next_batch = 0;
+        if opts.keep_epochs {
+            let card = training_card(&model, &state, &per_dataset, train_images.len());
+            let dir = save_epoch_model(&opts.out, epoch + 1, &model, &card)?;
+            tracing::info!("epoch {} model saved to {}", epoch + 1, dir.display());
+        }
         if mean_mr > state.best_val_mr || state.best_epoch == 0 {
             state.best_val_mr = mean_mr;
             state.best_epoch = epoch + 1;
@@ -289,6 +307,22 @@ fn progress_bar(len: u64, epoch: i64, epochs: i64) -> ProgressBar {
     bar.set_style(style);
     bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
     bar
+}
+
+/// Saves one epoch's model as `out/epochs/epoch-NNN/` (built beside it, then renamed in,
+/// so a reader never sees half a model; a run resumed after a kill replaces it).
+fn save_epoch_model(out: &Path, epoch: i64, model: &AcfModel, card: &str) -> Result<PathBuf> {
+    let dir = out.join(EPOCHS).join(format!("epoch-{epoch:03}"));
+    let tmp = dir.with_extension("tmp");
+    for stale in [&tmp, &dir] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale)
+                .map_err(|e| AcfError::io(stale, "cannot replace epoch model", e))?;
+        }
+    }
+    model_dir::save(model, &tmp, card)?;
+    std::fs::rename(&tmp, &dir).map_err(|e| AcfError::io(&dir, "cannot publish epoch model", e))?;
+    Ok(dir)
 }
 
 /// Writes `out/checkpoint` atomically: build `checkpoint.tmp`, then swap it in.
@@ -504,6 +538,7 @@ pub(crate) mod tests {
             checkpoint_minutes: 1e9,
             stop_after_epochs: None,
             init_from: None,
+            keep_epochs: false,
         }
     }
 
@@ -563,6 +598,42 @@ pub(crate) mod tests {
             let diff = (ta - &vb[name]).abs().max().double_value(&[]);
             assert!(diff <= 1e-6, "{name} differs by {diff}");
         }
+    }
+
+    #[test]
+    fn keep_epochs_saves_every_epochs_model_also_across_a_resume() {
+        let _serial = serial();
+        tch::set_num_threads(2);
+        let out = tempfile::tempdir().unwrap();
+        let mut first = options(out.path(), 2);
+        first.keep_epochs = true;
+        first.stop_after_epochs = Some(1);
+        train(&first, Arc::new(AtomicBool::new(false))).unwrap();
+        let mut second = options(out.path(), 2);
+        second.keep_epochs = true;
+        second.resume = true;
+        train(&second, Arc::new(AtomicBool::new(false))).unwrap();
+        let epochs = out.path().join(EPOCHS);
+        let mut names: Vec<String> = std::fs::read_dir(&epochs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["epoch-001", "epoch-002"],
+            "one loadable directory per epoch, nothing half-written"
+        );
+        let weights = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
+        let one = ModelDir::load(&epochs.join("epoch-001"), Device::Cpu).unwrap();
+        let two = ModelDir::load(&epochs.join("epoch-002"), Device::Cpu).unwrap();
+        assert_ne!(one.fingerprint, two.fingerprint, "epochs 1 and 2 have different weights");
+        // The last epoch's model is the run's final state.
+        assert_eq!(weights(&epochs.join("epoch-002")), weights(&out.path().join(CHECKPOINT)));
+        // A new run into the same folder (checkpoint gone) would mix its epochs with these.
+        std::fs::remove_dir_all(out.path().join(CHECKPOINT)).unwrap();
+        let err = train(&first, Arc::new(AtomicBool::new(false))).unwrap_err().to_string();
+        assert!(err.contains("epoch models of an earlier run"), "{err}");
     }
 
     #[test]
