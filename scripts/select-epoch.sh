@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Applies the model-selection rule of the model card (round 6, used since round 8) to a run
+# trained with `train --keep-epochs`: each epoch model named on the command line, and the
+# reference model (default models/default), is evaluated on ALL val images of UCM-Captions and
+# RSICD-on-AID; an epoch passes only if it beats the reference on both datasets.
+#
+#   scripts/select-epoch.sh OUT_DIR/epochs/epoch-010 OUT_DIR/epochs/epoch-012 ...
+#
+# Writes EVAL_DIR/val-NAME-{ucm,rsicd_aid}.json (`acf-index eval --split val --json`; default
+# EVAL_DIR=runs/select) and prints one table row per model. Evaluations already on disk are
+# reused, so a stopped script continues. THREADS (default 2) sets the threads per evaluation.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || { sed -n '2,12p' "$0" >&2; exit 2; }
+BIN=target/release/acf-index
+REFERENCE=${REFERENCE:-models/default}
+EVAL_DIR=${EVAL_DIR:-runs/select}
+UCM=${UCM:-../shared/data/ucm-captions/dataset_ucm.json}
+AID=${AID:-../shared/data/rsicd-aid/dataset_rsicd_aid.json}
+THREADS=${THREADS:-2}
+export LD_LIBRARY_PATH="$PWD/.venv/libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS
+[ -x "$BIN" ] || { echo "no $BIN: run scripts/setup.sh first" >&2; exit 1; }
+for f in "$UCM" "$AID"; do [ -f "$f" ] || { echo "no dataset at $f" >&2; exit 1; }; done
+mkdir -p "$EVAL_DIR"
+
+# name_of MODEL_DIR: a file-name-safe label ("reference", or e.g. "scratch12-epoch-012").
+name_of() {
+    [ "$1" = "$REFERENCE" ] && { echo reference; return; }
+    local parent
+    parent=$(basename "$(dirname "$(dirname "$1")")")
+    echo "$parent-$(basename "$1")"
+}
+
+# val_mr MODEL_DIR DATASET_JSON TAG: evaluates once (to a .part file, renamed when complete)
+# and prints the full method's mR.
+val_mr() {
+    local out
+    out="$EVAL_DIR/val-$(name_of "$1")-$3.json"
+    if [ ! -f "$out" ]; then
+        "$BIN" eval --model "$1" --dataset "$2" --split val --json --quiet >"$out.part"
+        mv "$out.part" "$out"
+    fi
+    python3 -c 'import json,sys; print("%.2f" % json.load(open(sys.argv[1]))["rows"][0]["recall"]["mr"])' "$out"
+}
+
+ref_ucm=$(val_mr "$REFERENCE" "$UCM" ucm)
+ref_aid=$(val_mr "$REFERENCE" "$AID" rsicd_aid)
+echo "| model | UCM val (all 210) | RSICD-on-AID val (all 897) | both gain? |"
+echo "|---|---|---|---|"
+echo "| $REFERENCE (reference) | $ref_ucm | $ref_aid | |"
+for model in "$@"; do
+    [ -f "$model/model.safetensors" ] || { echo "$model: not a model directory" >&2; exit 1; }
+    ucm=$(val_mr "$model" "$UCM" ucm)
+    aid=$(val_mr "$model" "$AID" rsicd_aid)
+    verdict=$(python3 -c 'import sys; a,b,c,d=map(float,sys.argv[1:]); print("yes" if a>c and b>d else "no")' \
+        "$ucm" "$aid" "$ref_ucm" "$ref_aid")
+    echo "| $model | $ucm | $aid | $verdict |"
+done
