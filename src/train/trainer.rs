@@ -139,7 +139,7 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
     );
     std::fs::create_dir_all(&opts.out)
         .map_err(|e| AcfError::io(&opts.out, "cannot create output directory", e))?;
-    let mut metrics = MetricsLog::open(&opts.out.join(METRICS))?;
+    let mut metrics = MetricsLog::open(&opts.out.join(METRICS), state.step, state.epoch)?;
     let batch_size = tc.batch_size as usize;
     let pairs_per_epoch =
         epoch_plan(&train_images, tc.seed, 0, tc.captions_per_epoch, tc.dataset_sampling_exponent).len();
@@ -473,7 +473,14 @@ struct MetricsLog {
 }
 
 impl MetricsLog {
-    fn open(path: &Path) -> Result<MetricsLog> {
+    /// Opens the log for a run that stands at `steps_done` steps and `epochs_done` epochs
+    /// (its checkpoint's). Lines from beyond that point (written after the last checkpoint
+    /// by a run that was then killed, or a torn last line) are dropped first, so that the
+    /// resumed run's repeat of those steps appears once in the log.
+    fn open(path: &Path, steps_done: i64, epochs_done: i64) -> Result<MetricsLog> {
+        if path.exists() {
+            Self::truncate_to(path, steps_done, epochs_done)?;
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -484,6 +491,28 @@ impl MetricsLog {
 
     fn write(&mut self, value: &serde_json::Value) -> Result<()> {
         writeln!(self.file, "{value}").map_err(|e| AcfError::io(&self.path, "cannot write metrics", e))
+    }
+
+    /// Rewrites the log (through a temporary file and a rename) without the lines that lie
+    /// past `steps_done` / `epochs_done`.
+    fn truncate_to(path: &Path, steps_done: i64, epochs_done: i64) -> Result<()> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| AcfError::io(path, "cannot read metrics log", e))?;
+        let keep = |line: &str| match serde_json::from_str::<serde_json::Value>(line) {
+            Err(_) => false,
+            Ok(v) => match v["kind"].as_str() {
+                Some("batch") => v["step"].as_i64().is_some_and(|s| s <= steps_done),
+                Some("epoch") => v["epoch"].as_i64().is_some_and(|e| e <= epochs_done),
+                _ => true,
+            },
+        };
+        let kept: String = text.lines().filter(|l| keep(l)).map(|l| format!("{l}\n")).collect();
+        if kept.len() == text.len() {
+            return Ok(());
+        }
+        let tmp = path.with_extension("jsonl.tmp");
+        std::fs::write(&tmp, kept).map_err(|e| AcfError::io(&tmp, "cannot rewrite metrics log", e))?;
+        std::fs::rename(&tmp, path).map_err(|e| AcfError::io(path, "cannot rewrite metrics log", e))
     }
 }
 
@@ -586,10 +615,36 @@ pub(crate) mod tests {
         first.stop_after_epochs = Some(1);
         let s1 = train(&first, Arc::new(AtomicBool::new(false))).unwrap();
         assert_eq!(s1.state.epoch, 1);
+        // What a kill after the checkpoint leaves behind: a logged step and epoch that the
+        // checkpoint does not hold, and a torn line.
+        let log = split.path().join(METRICS);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        writeln!(
+            f,
+            "{}",
+            serde_json::json!({"kind": "batch", "epoch": 2, "batch": 1, "step": s1.state.step + 1})
+        )
+        .unwrap();
+        writeln!(f, "{}", serde_json::json!({"kind": "epoch", "epoch": 2, "val_mr": 99.0})).unwrap();
+        write!(f, "{{\"kind\":\"bat").unwrap();
+        drop(f);
         let mut second = options(split.path(), 2);
         second.resume = true;
         let s2 = train(&second, Arc::new(AtomicBool::new(false))).unwrap();
         assert_eq!(s2.state.epoch, 2);
+        // The log holds each step and each epoch once, as if the run had never stopped.
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let steps: Vec<i64> =
+            lines.iter().filter(|v| v["kind"] == "batch").map(|v| v["step"].as_i64().unwrap()).collect();
+        assert_eq!(steps, (1..=s2.state.step).collect::<Vec<_>>());
+        let epochs: Vec<i64> =
+            lines.iter().filter(|v| v["kind"] == "epoch").map(|v| v["epoch"].as_i64().unwrap()).collect();
+        assert_eq!(epochs, [1, 2]);
+        assert!(lines.iter().all(|v| v["val_mr"] != 99.0), "the killed run's epoch line is gone");
         let a = ModelDir::load(&straight.path().join(CHECKPOINT), Device::Cpu).unwrap();
         let b = ModelDir::load(&split.path().join(CHECKPOINT), Device::Cpu).unwrap();
         let va = a.model.var_store().variables();
