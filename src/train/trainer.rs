@@ -314,25 +314,37 @@ fn progress_bar(len: u64, epoch: i64, epochs: i64) -> ProgressBar {
 fn save_epoch_model(out: &Path, epoch: i64, model: &AcfModel, card: &str) -> Result<PathBuf> {
     let dir = out.join(EPOCHS).join(format!("epoch-{epoch:03}"));
     let tmp = dir.with_extension("tmp");
-    for stale in [&tmp, &dir] {
-        if stale.exists() {
-            std::fs::remove_dir_all(stale)
-                .map_err(|e| AcfError::io(stale, "cannot replace epoch model", e))?;
-        }
-    }
+    remove_stale_dir(&tmp)?;
     model_dir::save(model, &tmp, card)?;
-    std::fs::rename(&tmp, &dir).map_err(|e| AcfError::io(&dir, "cannot publish epoch model", e))?;
+    publish_dir(&tmp, &dir)?;
     Ok(dir)
+}
+
+/// Removes a directory a killed run may have left half-written.
+fn remove_stale_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| AcfError::io(dir, "cannot remove stale directory", e))?;
+    }
+    Ok(())
+}
+
+/// Swaps the finished directory `tmp` in as `dst`: an existing `dst` is moved aside to
+/// `dst.old` first and removed last, so a kill at any point leaves the old or the new one.
+fn publish_dir(tmp: &Path, dst: &Path) -> Result<()> {
+    let old = dst.with_extension("old");
+    if dst.exists() {
+        remove_stale_dir(&old)?;
+        std::fs::rename(dst, &old).map_err(|e| AcfError::io(dst, "cannot move aside", e))?;
+    }
+    std::fs::rename(tmp, dst).map_err(|e| AcfError::io(dst, "cannot publish", e))?;
+    remove_stale_dir(&old)
 }
 
 /// Writes `out/checkpoint` atomically: build `checkpoint.tmp`, then swap it in.
 fn save_checkpoint(out: &Path, model: &AcfModel, adam: &Adam, state: &TrainState) -> Result<()> {
-    let tmp = out.join("checkpoint.tmp");
-    let old = out.join("checkpoint.old");
     let dst = out.join(CHECKPOINT);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| AcfError::io(&tmp, "cannot remove stale checkpoint", e))?;
-    }
+    let tmp = dst.with_extension("tmp");
+    remove_stale_dir(&tmp)?;
     model_dir::save(
         model,
         &tmp,
@@ -350,17 +362,7 @@ fn save_checkpoint(out: &Path, model: &AcfModel, adam: &Adam, state: &TrainState
     let json = serde_json::to_vec_pretty(state)
         .map_err(|e| AcfError::Serialize { what: "training state".into(), reason: e.to_string() })?;
     write_atomic(&tmp.join("state.json"), &json)?;
-    if dst.exists() {
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(|e| AcfError::io(&old, "cannot remove", e))?;
-        }
-        std::fs::rename(&dst, &old).map_err(|e| AcfError::io(&dst, "cannot rotate checkpoint", e))?;
-    }
-    std::fs::rename(&tmp, &dst).map_err(|e| AcfError::io(&dst, "cannot publish checkpoint", e))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(|e| AcfError::io(&old, "cannot remove", e))?;
-    }
-    Ok(())
+    publish_dir(&tmp, &dst)
 }
 
 /// `config` with the hubness prior off: a prior belongs to the weights it was computed with
@@ -493,8 +495,8 @@ impl MetricsLog {
         writeln!(self.file, "{value}").map_err(|e| AcfError::io(&self.path, "cannot write metrics", e))
     }
 
-    /// Rewrites the log (through a temporary file and a rename) without the lines that lie
-    /// past `steps_done` / `epochs_done`.
+    /// Rewrites the log (atomically) without the lines that lie past `steps_done` /
+    /// `epochs_done`.
     fn truncate_to(path: &Path, steps_done: i64, epochs_done: i64) -> Result<()> {
         let text =
             std::fs::read_to_string(path).map_err(|e| AcfError::io(path, "cannot read metrics log", e))?;
@@ -510,9 +512,7 @@ impl MetricsLog {
         if kept.len() == text.len() {
             return Ok(());
         }
-        let tmp = path.with_extension("jsonl.tmp");
-        std::fs::write(&tmp, kept).map_err(|e| AcfError::io(&tmp, "cannot rewrite metrics log", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| AcfError::io(path, "cannot rewrite metrics log", e))
+        write_atomic(path, kept.as_bytes())
     }
 }
 
