@@ -24,16 +24,37 @@ impl WriterLock {
     pub fn acquire(dir: &Path, shard: Option<(usize, usize)>) -> Result<WriterLock> {
         let main = dir.join(".lock");
         match shard {
-            None => Ok(WriterLock { _files: vec![lock(&main, libc::LOCK_EX, dir)?] }),
+            None => Ok(WriterLock { _files: vec![lock(&main, libc::LOCK_EX, dir, INDEX_HOLDER)?] }),
             Some((i, n)) => {
-                let shared = lock(&main, libc::LOCK_SH, dir)?;
+                let shared = lock(&main, libc::LOCK_SH, dir, INDEX_HOLDER)?;
                 let layout = lock_layout(dir, n)?;
-                let own = lock(&dir.join(format!(".lock-shard-{i}-of-{n}")), libc::LOCK_EX, dir)?;
+                let own =
+                    lock(&dir.join(format!(".lock-shard-{i}-of-{n}")), libc::LOCK_EX, dir, INDEX_HOLDER)?;
                 Ok(WriterLock { _files: vec![shared, layout, own] })
             }
         }
     }
+
+    /// Takes the lock of a training output folder without waiting: two `train` runs into one
+    /// `--out` would overwrite each other's checkpoints and interleave their metrics log.
+    /// `dir` must exist.
+    pub fn acquire_training(dir: &Path) -> Result<WriterLock> {
+        Ok(WriterLock { _files: vec![lock(&dir.join(".lock"), libc::LOCK_EX, dir, TRAINING_HOLDER)?] })
+    }
 }
+
+/// Who holds a lock, and what to do about it, for the refusal message.
+struct Holder {
+    doing: &'static str,
+    advice: &'static str,
+}
+
+const INDEX_HOLDER: Holder =
+    Holder { doing: "another acf-index process is writing this index", advice: "wait for it to finish" };
+const TRAINING_HOLDER: Holder = Holder {
+    doing: "another acf-index train is writing this folder",
+    advice: "wait for it to finish or choose another --out",
+};
 
 /// Joins the shard layout N (shared lock on `.lock-layout-N`) after checking that no worker
 /// of another layout holds its own: a layout whose file can be locked exclusively has no
@@ -96,7 +117,7 @@ fn alive(pid: i32) -> bool {
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
-fn lock(path: &Path, mode: i32, dir: &Path) -> Result<File> {
+fn lock(path: &Path, mode: i32, dir: &Path, who: Holder) -> Result<File> {
     let mut file = open_lock_file(path)?;
     if !try_flock(&file, mode) {
         let mut holder = String::new();
@@ -109,7 +130,7 @@ fn lock(path: &Path, mode: i32, dir: &Path) -> Result<File> {
         };
         return Err(AcfError::LockConflict {
             path: dir.to_path_buf(),
-            reason: format!("another acf-index process is writing this index{by}; wait for it to finish"),
+            reason: format!("{}{by}; {}", who.doing, who.advice),
         });
     }
     if mode == libc::LOCK_EX {
@@ -157,6 +178,17 @@ mod tests {
         let _shard = WriterLock::acquire(dir.path(), Some((0, 2))).unwrap();
         let err = WriterLock::acquire(dir.path(), None).unwrap_err().to_string();
         assert!(err.contains("another acf-index process") && !err.contains("999999999"), "{err}");
+    }
+
+    #[test]
+    fn a_second_trainer_is_refused_with_its_own_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = WriterLock::acquire_training(dir.path()).unwrap();
+        let err = WriterLock::acquire_training(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("another acf-index train") && err.contains("--out"), "{err}");
+        assert!(err.contains(&std::process::id().to_string()), "{err}");
+        drop(first);
+        WriterLock::acquire_training(dir.path()).unwrap();
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::error::{AcfError, Result};
 use crate::model::config::Negatives;
 use crate::model::model_dir::{self, ModelDir, safetensors_to_tensors, tensors_to_safetensors, write_atomic};
 use crate::model::{AcfModel, Config, Vocab, loss, scoring};
+use crate::storage::WriterLock;
 
 /// Everything `acf-index train` needs.
 pub struct TrainOptions {
@@ -82,6 +83,10 @@ const EPOCHS: &str = "epochs";
 pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSummary> {
     let datasets: Vec<Dataset> =
         opts.datasets.iter().map(|p| Dataset::load(p, opts.images_dir.as_deref())).collect::<Result<_>>()?;
+    std::fs::create_dir_all(&opts.out)
+        .map_err(|e| AcfError::io(&opts.out, "cannot create output directory", e))?;
+    // Held to the end of the run; the kernel releases it when the process dies.
+    let _lock = WriterLock::acquire_training(&opts.out)?;
     let ckpt_dir = opts.out.join(CHECKPOINT);
     let (model, mut adam, mut state) = if opts.resume {
         resume_from(&ckpt_dir, opts.device)?
@@ -137,8 +142,6 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
         state.epoch + 1,
         state.next_batch
     );
-    std::fs::create_dir_all(&opts.out)
-        .map_err(|e| AcfError::io(&opts.out, "cannot create output directory", e))?;
     let mut metrics = MetricsLog::open(&opts.out.join(METRICS), state.step, state.epoch)?;
     let batch_size = tc.batch_size as usize;
     let pairs_per_epoch =
@@ -689,6 +692,25 @@ pub(crate) mod tests {
         std::fs::remove_dir_all(out.path().join(CHECKPOINT)).unwrap();
         let err = train(&first, Arc::new(AtomicBool::new(false))).unwrap_err().to_string();
         assert!(err.contains("epoch models of an earlier run"), "{err}");
+    }
+
+    #[test]
+    fn a_second_trainer_on_the_same_out_is_refused() {
+        let _serial = serial();
+        let dir = tempfile::tempdir().unwrap();
+        // Stop at once: a checkpoint exists, as a run in progress would have.
+        train(&options(dir.path(), 1), Arc::new(AtomicBool::new(true))).unwrap();
+        let before = std::fs::read(dir.path().join("checkpoint/state.json")).unwrap();
+        // What the first run holds while it trains.
+        let running = WriterLock::acquire_training(dir.path()).unwrap();
+        let mut again = options(dir.path(), 1);
+        again.resume = true;
+        let err = train(&again, Arc::new(AtomicBool::new(false))).unwrap_err().to_string();
+        assert!(err.contains("another acf-index train"), "{err}");
+        assert_eq!(std::fs::read(dir.path().join("checkpoint/state.json")).unwrap(), before);
+        drop(running);
+        let s = train(&again, Arc::new(AtomicBool::new(false))).unwrap();
+        assert_eq!(s.state.epoch, 1, "resumes once the first run is gone");
     }
 
     #[test]
