@@ -316,11 +316,21 @@ fn progress_bar(len: u64, epoch: i64, epochs: i64) -> ProgressBar {
 /// so a reader never sees half a model; a run resumed after a kill replaces it).
 fn save_epoch_model(out: &Path, epoch: i64, model: &AcfModel, card: &str) -> Result<PathBuf> {
     let dir = out.join(EPOCHS).join(format!("epoch-{epoch:03}"));
-    let tmp = dir.with_extension("tmp");
-    remove_stale_dir(&tmp)?;
-    model_dir::save(model, &tmp, card)?;
-    publish_dir(&tmp, &dir)?;
+    build_and_publish(&dir, |tmp| model_dir::save(model, tmp, card).map(|_| ()))?;
     Ok(dir)
+}
+
+/// Builds a directory as `dst.tmp` with `build`, then swaps it in as `dst` (`publish_dir`).
+/// A build that fails (a full disk) removes its half-written `dst.tmp`, giving the space
+/// back; a killed run's is removed before the next build.
+fn build_and_publish(dst: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = dst.with_extension("tmp");
+    remove_stale_dir(&tmp)?;
+    if let Err(e) = build(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    publish_dir(&tmp, dst)
 }
 
 /// Removes a directory a killed run may have left half-written.
@@ -345,27 +355,33 @@ fn publish_dir(tmp: &Path, dst: &Path) -> Result<()> {
 
 /// Writes `out/checkpoint` atomically: build `checkpoint.tmp`, then swap it in.
 fn save_checkpoint(out: &Path, model: &AcfModel, adam: &Adam, state: &TrainState) -> Result<()> {
-    let dst = out.join(CHECKPOINT);
-    let tmp = dst.with_extension("tmp");
-    remove_stale_dir(&tmp)?;
-    model_dir::save(
-        model,
-        &tmp,
-        "# Training checkpoint\n\nNot a released model: see the parent directory.\n",
-    )?;
-    let mut tensors = std::collections::BTreeMap::new();
-    for (k, t) in &adam.m {
-        tensors.insert(format!("m.{k}"), t.shallow_clone());
-    }
-    for (k, t) in &adam.v {
-        tensors.insert(format!("v.{k}"), t.shallow_clone());
-    }
-    let bytes = tensors_to_safetensors(&tensors, &[("adam_step", adam.step.to_string())])?;
-    write_atomic(&tmp.join("optimizer.safetensors"), &bytes)?;
-    let json = serde_json::to_vec_pretty(state)
-        .map_err(|e| AcfError::Serialize { what: "training state".into(), reason: e.to_string() })?;
-    write_atomic(&tmp.join("state.json"), &json)?;
-    publish_dir(&tmp, &dst)
+    build_and_publish(&out.join(CHECKPOINT), |tmp| {
+        model_dir::save(
+            model,
+            tmp,
+            "# Training checkpoint\n\nNot a released model: see the parent directory.\n",
+        )?;
+        let mut tensors = std::collections::BTreeMap::new();
+        for (k, t) in &adam.m {
+            tensors.insert(format!("m.{k}"), t.shallow_clone());
+        }
+        for (k, t) in &adam.v {
+            tensors.insert(format!("v.{k}"), t.shallow_clone());
+        }
+        let bytes = tensors_to_safetensors(&tensors, &[("adam_step", adam.step.to_string())])?;
+        write_atomic(&tmp.join("optimizer.safetensors"), &bytes)?;
+        let json = serde_json::to_vec_pretty(state)
+            .map_err(|e| AcfError::Serialize { what: "training state".into(), reason: e.to_string() })?;
+        write_atomic(&tmp.join("state.json"), &json)
+    })
+    .inspect_err(|_| {
+        if out.join(CHECKPOINT).exists() {
+            tracing::error!(
+                "the last complete checkpoint in {} is intact: fix the cause and rerun with --resume",
+                out.join(CHECKPOINT).display()
+            );
+        }
+    })
 }
 
 /// `config` with the hubness prior off: a prior belongs to the weights it was computed with
@@ -692,6 +708,27 @@ pub(crate) mod tests {
         std::fs::remove_dir_all(out.path().join(CHECKPOINT)).unwrap();
         let err = train(&first, Arc::new(AtomicBool::new(false))).unwrap_err().to_string();
         assert!(err.contains("epoch models of an earlier run"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_build_leaves_the_published_directory_and_no_temporary() {
+        let out = tempfile::tempdir().unwrap();
+        let dst = out.path().join("checkpoint");
+        build_and_publish(&dst, |tmp| {
+            std::fs::create_dir_all(tmp).unwrap();
+            std::fs::write(tmp.join("state.json"), "1").map_err(|e| AcfError::io(tmp, "write", e))
+        })
+        .unwrap();
+        // A second save that fails half-way, as on a full disk.
+        let err = build_and_publish(&dst, |tmp| {
+            std::fs::create_dir_all(tmp).unwrap();
+            std::fs::write(tmp.join("model.safetensors"), vec![0u8; 1 << 20]).unwrap();
+            Err(AcfError::InvalidArgument("No space left on device".into()))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert!(!dst.with_extension("tmp").exists(), "the half-written copy is removed");
+        assert_eq!(std::fs::read_to_string(dst.join("state.json")).unwrap(), "1", "the old one is intact");
     }
 
     #[test]
