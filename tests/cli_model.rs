@@ -361,3 +361,46 @@ fn calibrate_writes_a_prior_that_eval_uses_and_other_weights_refuse() {
     let info = dir.command().args(["model", "info", "--model"]).arg(&other).succeeds();
     assert!(info.stdout.contains("hubness prior 1 (t̄ of 50 captions)"), "{}", info.stdout);
 }
+
+#[test]
+fn a_second_trainer_into_the_same_out_is_refused_while_the_first_runs() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let dir = Dir::new();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ucm-mini/dataset.json");
+    let out = dir.join("run");
+    let train = |extra: &[&str]| {
+        let mut cmd = dir.command();
+        cmd.args(["train", "--quiet", "--epochs", "50", "--dataset"]).arg(&data).arg("--out").arg(&out);
+        cmd.args(extra);
+        cmd
+    };
+    let mut first = Command::new(crate::util::BIN)
+        .args(["train", "--quiet", "--epochs", "50", "--dataset"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .current_dir(dir.path())
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The running trainer writes its pid into the lock file once it holds it.
+    let pid = first.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while std::fs::read_to_string(out.join(".lock")).map_or(true, |s| s.trim() != pid) {
+        assert!(first.try_wait().unwrap().is_none(), "the first trainer stopped early");
+        assert!(Instant::now() < deadline, "the first trainer never took its lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for extra in [&[][..], &["--resume"][..]] {
+        train(extra).fails().error_has("another acf-index train is writing this folder").error_has(&pid);
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The kernel released the killed run's lock: the next command gets past it.
+    let after = train(&["--resume", "--stop-after", "1"]).run();
+    after.check(!after.stderr.contains("another acf-index train"), "a dead trainer's lock must not block");
+}
