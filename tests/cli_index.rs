@@ -277,16 +277,12 @@ fn a_killed_run_then_a_rerun_equals_an_uninterrupted_run() {
     index(&dir, &whole, &scenes).succeeds();
 
     let killed = dir.join("killed");
-    let mut child = Command::new(crate::util::BIN)
+    let mut child = dir
+        .command()
         .args(["index", "--device", "cpu", "--batch", "4", "--readers", "1", "--out"])
         .arg(&killed)
         .args(&scenes)
-        .current_dir(dir.path())
-        .env("OMP_NUM_THREADS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_quiet();
     // Kill it in the middle of the first scene's part file (cogeo.tif, 25 chips).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {

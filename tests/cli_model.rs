@@ -364,7 +364,6 @@ fn calibrate_writes_a_prior_that_eval_uses_and_other_weights_refuse() {
 
 #[test]
 fn a_second_trainer_into_the_same_out_is_refused_while_the_first_runs() {
-    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
     let dir = Dir::new();
@@ -376,17 +375,7 @@ fn a_second_trainer_into_the_same_out_is_refused_while_the_first_runs() {
         cmd.args(extra);
         cmd
     };
-    let mut first = Command::new(crate::util::BIN)
-        .args(["train", "--quiet", "--epochs", "50", "--dataset"])
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
-        .current_dir(dir.path())
-        .env("OMP_NUM_THREADS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = train(&[]).spawn_quiet();
     // The running trainer writes its pid into the lock file once it holds it.
     let pid = first.id().to_string();
     let deadline = Instant::now() + Duration::from_secs(300);

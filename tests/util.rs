@@ -197,6 +197,16 @@ impl TestCommand<'_> {
         }
     }
 
+    /// Starts the command in the background with stdout and stderr discarded, for tests
+    /// that act on a run in progress (kill it, race it).
+    pub fn spawn_quiet(&mut self) -> std::process::Child {
+        self.cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"))
+    }
+
     /// Runs and requires exit code `code`.
     pub fn expect_code(&mut self, code: i32) -> Run {
         let run = self.run();
