@@ -140,7 +140,8 @@ pub enum Command {
     /// ETA; OUT/metrics.jsonl logs every batch and epoch; validation mR after each epoch keeps
     /// the best model in OUT (a normal model directory); OUT/checkpoint holds the latest state
     /// with optimiser moments. Ctrl-C saves a checkpoint at the next batch; `--resume`
-    /// continues exactly where a run stopped, also after a kill.
+    /// continues exactly where a run stopped, also after a kill. One run at a time per OUT:
+    /// a second one into a folder another is writing is refused.
     Train(TrainArgs),
     /// Evaluate a model: R@1/5/10 for sentence and image retrieval and mR (paper's Table 4).
     Eval(EvalArgs),
