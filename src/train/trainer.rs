@@ -355,7 +355,8 @@ fn publish_dir(tmp: &Path, dst: &Path) -> Result<()> {
 
 /// Writes `out/checkpoint` atomically: build `checkpoint.tmp`, then swap it in.
 fn save_checkpoint(out: &Path, model: &AcfModel, adam: &Adam, state: &TrainState) -> Result<()> {
-    build_and_publish(&out.join(CHECKPOINT), |tmp| {
+    let dst = out.join(CHECKPOINT);
+    build_and_publish(&dst, |tmp| {
         model_dir::save(
             model,
             tmp,
@@ -375,10 +376,10 @@ fn save_checkpoint(out: &Path, model: &AcfModel, adam: &Adam, state: &TrainState
         write_atomic(&tmp.join("state.json"), &json)
     })
     .inspect_err(|_| {
-        if out.join(CHECKPOINT).exists() {
+        if dst.exists() {
             tracing::error!(
                 "the last complete checkpoint in {} is intact: fix the cause and rerun with --resume",
-                out.join(CHECKPOINT).display()
+                dst.display()
             );
         }
     })
@@ -426,7 +427,8 @@ fn warm_start(dir: &Path, config: &Config, device: Device) -> Result<AcfModel> {
 /// Loads model, optimiser and state from a checkpoint (or the `.old` one left by a
 /// kill in the middle of a swap).
 fn resume_from(dir: &Path, device: Device) -> Result<(AcfModel, Adam, TrainState)> {
-    let dir = if dir.exists() { dir.to_path_buf() } else { dir.with_file_name("checkpoint.old") };
+    // `publish_dir` moves the previous checkpoint aside to this name during a swap.
+    let dir = if dir.exists() { dir.to_path_buf() } else { dir.with_extension("old") };
     if !dir.exists() {
         return Err(AcfError::InvalidArgument(format!(
             "--resume: no checkpoint in {}",
