@@ -256,15 +256,17 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
         last_val = per_dataset.first().map(|(_, r)| *r);
         state.epoch += 1;
         state.next_batch = 0;
+        let is_best = mean_mr > state.best_val_mr || state.best_epoch == 0;
+        if is_best {
+            state.best_val_mr = mean_mr;
+            state.best_epoch = epoch + 1;
+        }
+        let card = training_card(&model, &state, epoch + 1, &per_dataset, train_images.len());
         if opts.keep_epochs {
-            let card = training_card(&model, &state, &per_dataset, train_images.len());
             let dir = save_epoch_model(&opts.out, epoch + 1, &model, &card)?;
             tracing::info!("epoch {} model saved to {}", epoch + 1, dir.display());
         }
-        if mean_mr > state.best_val_mr || state.best_epoch == 0 {
-            state.best_val_mr = mean_mr;
-            state.best_epoch = epoch + 1;
-            let card = training_card(&model, &state, &per_dataset, train_images.len());
+        if is_best {
             model_dir::save(&model, &opts.out, &card)?;
             tracing::info!("best model so far saved to {}", opts.out.display());
         }
@@ -462,9 +464,13 @@ fn resume_from(dir: &Path, device: Device) -> Result<(AcfModel, Adam, TrainState
     Ok((model, adam, state))
 }
 
+/// The card written beside a trained model's weights. `weights_epoch` is the epoch these
+/// weights come from: an epoch model (`--keep-epochs`) need not be the run's best so far, so
+/// the card names both.
 fn training_card(
     model: &AcfModel,
     state: &TrainState,
+    weights_epoch: i64,
     val: &[(String, Recall)],
     train_images: usize,
 ) -> String {
@@ -474,7 +480,8 @@ fn training_card(
          Trained by `acf-index train` (acf-index {version}).\n\n\
          - Config: `{name}` (config.json), {params} trainable parameters\n\
          - Data: train splits of {datasets} ({train_images} images)\n\
-         - Best epoch: {best} of {epochs} configured; {seen} training images seen; {hours:.2} h of training compute\n\
+         - Weights of epoch {weights_epoch} of {epochs} configured (the run's best so far by mean validation mR: epoch {best}); \
+         {seen} training images seen; {hours:.2} h of training compute\n\
          - Weights fingerprint (sha256 of model.safetensors): `{{fingerprint}}`\n\n\
          | split | mR |\n|---|---|\n{val_table}\n",
         name = model.config.name,
@@ -704,6 +711,11 @@ pub(crate) mod tests {
         let one = ModelDir::load(&epochs.join("epoch-001"), Device::Cpu).unwrap();
         let two = ModelDir::load(&epochs.join("epoch-002"), Device::Cpu).unwrap();
         assert_ne!(one.fingerprint, two.fingerprint, "epochs 1 and 2 have different weights");
+        // Each card names the epoch its weights are from, whichever epoch is the run's best.
+        for (name, epoch) in [("epoch-001", 1), ("epoch-002", 2)] {
+            let card = std::fs::read_to_string(epochs.join(name).join("MODEL_CARD.md")).unwrap();
+            assert!(card.contains(&format!("Weights of epoch {epoch} of ")), "{card}");
+        }
         // The last epoch's model is the run's final state.
         assert_eq!(weights(&epochs.join("epoch-002")), weights(&out.path().join(CHECKPOINT)));
         // A new run into the same folder (checkpoint gone) would mix its epochs with these.
