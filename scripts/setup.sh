@@ -40,11 +40,11 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.spl
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
 fi
-if ! .venv/bin/python -c "import pyarrow, shapely, geopandas, duckdb, polars, moto, boto3, PIL" >/dev/null 2>&1 \
+if ! .venv/bin/python -c "import pyarrow, shapely, geopandas, duckdb, polars, moto, boto3, PIL, safetensors" >/dev/null 2>&1 \
     || [ ! -x .venv/bin/geoparquet-validator ] || [ ! -x .venv/bin/moto_server ]; then
-    say "installing pyarrow, shapely, geopandas, duckdb, polars, geoparquet-validator, moto[server], pillow into .venv (readers, checks, the local S3 server used by tests and examples, and scripts/gpu_pack_data.py)"
+    say "installing pyarrow, shapely, geopandas, duckdb, polars, geoparquet-validator, moto[server], pillow, safetensors into .venv (readers, checks, the local S3 server used by tests and examples, scripts/gpu_pack_data.py and scripts/average-weights.py)"
     .venv/bin/pip install -q --disable-pip-version-check pyarrow shapely geopandas duckdb polars \
-        geoparquet-validator "moto[server]" boto3 pillow
+        geoparquet-validator "moto[server]" boto3 pillow safetensors
 fi
 torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 [ "$(readlink .venv/libtorch 2>/dev/null || true)" = "$torch_dir" ] || ln -sfn "$torch_dir" .venv/libtorch
