@@ -16,7 +16,7 @@ import shutil
 import sys
 
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 
@@ -36,14 +36,35 @@ def main():
         for f in ("config.json", "vocab.json", "model.safetensors"):
             if not os.path.isfile(os.path.join(m, f)):
                 sys.exit(f"{m}: not a model directory ({f} is missing)")
+    if os.path.exists(os.path.join(out, "model.safetensors")):
+        sys.exit(f"{out} already holds a model: choose a new output directory")
     for m in models[1:]:
         if not filecmp.cmp(os.path.join(models[0], "vocab.json"), os.path.join(m, "vocab.json"), shallow=False):
             sys.exit(f"{m}/vocab.json differs from {models[0]}/vocab.json")
         if architecture(models[0]) != architecture(m):
             sys.exit(f"{m}/config.json: architecture or scoring differs from {models[0]}")
+    averaged, metadata = average(models)
+    os.makedirs(out, exist_ok=True)
+    tmp = os.path.join(out, "model.safetensors.part")
+    save_file(averaged, tmp, metadata=metadata)
+    os.replace(tmp, os.path.join(out, "model.safetensors"))
+    for f in ("config.json", "vocab.json"):
+        shutil.copy(os.path.join(models[0], f), os.path.join(out, f))
+    with open(os.path.join(out, "MODEL_CARD.md"), "w") as f:
+        f.write("# Experiment: uniform weight average\n\nOf: " + ", ".join(models) + "\n")
+
+
+def average(models):
+    """The element-wise mean of every tensor of the models' weights (in float64, stored as
+    float32), and the first file's metadata."""
     total, shapes, metadata = {}, None, None
     for m in models:
-        with safe_open(os.path.join(m, "model.safetensors"), framework="numpy") as f:
+        path = os.path.join(m, "model.safetensors")
+        try:
+            opened = safe_open(path, framework="numpy")
+        except (OSError, SafetensorError) as e:
+            sys.exit(f"{path}: cannot read the weights: {e}")
+        with opened as f:
             names = sorted(f.keys())
             here = {k: f.get_slice(k).get_shape() for k in names}
             if shapes is None:
@@ -55,15 +76,7 @@ def main():
                 if t.dtype != np.float32:
                     sys.exit(f"{m}: tensor {k} is {t.dtype}, expected float32")
                 total[k] = total.get(k, 0.0) + t.astype(np.float64)
-    averaged = {k: (v / len(models)).astype(np.float32) for k, v in total.items()}
-    os.makedirs(out, exist_ok=True)
-    tmp = os.path.join(out, "model.safetensors.part")
-    save_file(averaged, tmp, metadata=metadata)
-    os.replace(tmp, os.path.join(out, "model.safetensors"))
-    for f in ("config.json", "vocab.json"):
-        shutil.copy(os.path.join(models[0], f), os.path.join(out, f))
-    with open(os.path.join(out, "MODEL_CARD.md"), "w") as f:
-        f.write("# Experiment: uniform weight average\n\nOf: " + ", ".join(models) + "\n")
+    return {k: (v / len(models)).astype(np.float32) for k, v in total.items()}, metadata
 
 
 if __name__ == "__main__":
