@@ -38,10 +38,11 @@ def main():
                 sys.exit(f"{m}: not a model directory ({f} is missing)")
     if os.path.exists(os.path.join(out, "model.safetensors")):
         sys.exit(f"{out} already holds a model: choose a new output directory")
+    first = architecture(models[0])
     for m in models[1:]:
         if not filecmp.cmp(os.path.join(models[0], "vocab.json"), os.path.join(m, "vocab.json"), shallow=False):
             sys.exit(f"{m}/vocab.json differs from {models[0]}/vocab.json")
-        if architecture(models[0]) != architecture(m):
+        if architecture(m) != first:
             sys.exit(f"{m}/config.json: architecture or scoring differs from {models[0]}")
     averaged, metadata = average(models)
     os.makedirs(out, exist_ok=True)
