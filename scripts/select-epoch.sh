@@ -46,6 +46,9 @@ val_mr() {
     python3 -c 'import json,sys; print("%.2f" % json.load(open(sys.argv[1]))["rows"][0]["recall"]["mr"])' "$out"
 }
 
+# gains A B: true when mR A beats mR B at the two printed decimals (a tie does not).
+gains() { python3 -c 'import sys; sys.exit(not float(sys.argv[1]) > float(sys.argv[2]))' "$1" "$2"; }
+
 ref_ucm=$(val_mr "$REFERENCE" "$UCM" ucm)
 ref_aid=$(val_mr "$REFERENCE" "$AID" rsicd_aid)
 echo "| model | UCM val (all 210) | RSICD-on-AID val (all 897) | both gain? |"
@@ -54,12 +57,12 @@ echo "| $REFERENCE (reference) | $ref_ucm | $ref_aid | |"
 for model in "$@"; do
     [ -f "$model/model.safetensors" ] || { echo "$model: not a model directory" >&2; exit 1; }
     ucm=$(val_mr "$model" "$UCM" ucm)
-    if [ "${SKIP_FAILED:-0}" = 1 ] && python3 -c 'import sys; sys.exit(float(sys.argv[1]) > float(sys.argv[2]))' "$ucm" "$ref_ucm"; then
+    if [ "${SKIP_FAILED:-0}" = 1 ] && ! gains "$ucm" "$ref_ucm"; then
         echo "| $model | $ucm | - | no |"
         continue
     fi
     aid=$(val_mr "$model" "$AID" rsicd_aid)
-    verdict=$(python3 -c 'import sys; a,b,c,d=map(float,sys.argv[1:]); print("yes" if a>c and b>d else "no")' \
-        "$ucm" "$aid" "$ref_ucm" "$ref_aid")
+    verdict=no
+    gains "$ucm" "$ref_ucm" && gains "$aid" "$ref_aid" && verdict=yes
     echo "| $model | $ucm | $aid | $verdict |"
 done
