@@ -2,7 +2,7 @@
 # Round 15: keeps the b128b trainer running under jemalloc with no decay, and
 # restarts it (SIGTERM = checkpoint after the batch, then --resume) when its resident memory
 # passes LIMIT_KB, since jemalloc without decay grows ~165 MB/min here (fragmentation).
-cd /work/main
+cd "$(dirname "$0")/../.."
 LIMIT_KB=${LIMIT_KB:-17000000}
 start() {
   MALLOC_CONF=oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1 \
