@@ -22,7 +22,7 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -f /usr/share/wordnet/index.noun ] || missing+=(wordnet-base)   # unknown query words (README)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)        # the search page's browser test
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
-ldconfig -p 2>/dev/null | grep -q 'libjemalloc\.so\.2 ' || missing+=(libjemalloc2)  # CPU training (README)
+dpkg -s libjemalloc2 >/dev/null 2>&1 || missing+=(libjemalloc2)  # CPU training (README)
 if ((${#missing[@]})); then
     say "installing Debian packages: ${missing[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
