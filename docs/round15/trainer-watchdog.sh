@@ -9,11 +9,15 @@
 # row that did not live a minute.
 #
 #   OUT=runs/b256 LAST=008 LIMIT_KB=20500000 docs/round15/trainer-watchdog.sh
+#
+# CONF overrides jemalloc's MALLOC_CONF (default oversize_threshold:0,dirty_decay_ms:-1,
+# muzzy_decay_ms:-1); PRELOAD the library's path.
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:?set OUT} LAST=${LAST:?set LAST (e.g. 008)} LIMIT_KB=${LIMIT_KB:-17000000}
 OUT=${OUT%/}
 PRELOAD=${PRELOAD:-/usr/lib/x86_64-linux-gnu/libjemalloc.so.2}
+CONF=${CONF:-oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1}
 [ -f "$PRELOAD" ] || { echo "no $PRELOAD (Debian: apt-get install libjemalloc2)" >&2; exit 1; }
 trainer_pid() {  # prints the running trainer's pid, or nothing
   [ -f "$OUT/.lock" ] || return 0
@@ -21,7 +25,7 @@ trainer_pid() {  # prints the running trainer's pid, or nothing
   cat "$OUT/.lock"
 }
 start() {
-  MALLOC_CONF=oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1 LD_PRELOAD="$PRELOAD" \
+  MALLOC_CONF="$CONF" LD_PRELOAD="$PRELOAD" \
   OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 RAYON_NUM_THREADS=2 \
   nohup target/release/acf-index train --resume --out "$OUT" --keep-epochs \
     --checkpoint-minutes 3 --dataset ../shared/data/ucm-captions/dataset_ucm.json \
