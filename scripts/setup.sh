@@ -22,20 +22,19 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -f /usr/share/wordnet/index.noun ] || missing+=(wordnet-base)   # unknown query words (README)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)        # the search page's browser test
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+apt_install() { DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null; }
 if ((${#missing[@]})); then
     say "installing Debian packages: ${missing[*]}"
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt_install "${missing[@]}"
 fi
 # Optional: jemalloc for CPU training (README, "Training and evaluation"); training works
 # without it, only slower, so a failure here is a warning, not an error.
 if ! dpkg -s libjemalloc2 >/dev/null 2>&1; then
     say "installing libjemalloc2 (optional: faster CPU training)"
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    { DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libjemalloc2 >/dev/null 2>&1 ||
-        { $SUDO apt-get update -qq >/dev/null 2>&1 &&
-            DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libjemalloc2 >/dev/null 2>&1; }; } ||
+    apt_install libjemalloc2 2>/dev/null ||
+        { $SUDO apt-get update -qq 2>/dev/null && apt_install libjemalloc2 2>/dev/null; } ||
         say "could not install libjemalloc2: CPU training works without it, slower"
 fi
 

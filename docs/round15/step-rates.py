@@ -21,26 +21,19 @@ resumes = {
 }
 lines = [json.loads(l) for l in open(metrics)]
 batches = [r for r in lines if r.get("kind") == "batch"]
-per_epoch = max(r["batch"] for r in batches)
-train_images = None
-step_time = {}  # step -> (seconds, images), counted steps only
-images = seconds_before = 0
-position = 0
+tail_batch = max(r["batch"] for r in batches)  # its size is unknown (short): left out
+step_time = {}  # step -> (wall seconds, images), counted steps only
+images, seconds_before, position = 0, 0.0, 0
 for r in batches:
     if r["batch"] == 1 or (r["epoch"], r["batch"]) in resumes:
         images, seconds_before, position = 0, 0.0, 0
-    n = batch_size
-    if r["batch"] == per_epoch:  # the epoch's tail batch may be short: infer it from the rate
-        n = None
-    if n is None:
-        # wall time of the tail batch is unknown without its size; leave it out
-        position += 1
-        continue
-    images += n
-    t = images / r["images_per_s"]
     position += 1
+    if r["batch"] == tail_batch:
+        continue
+    images += batch_size
+    t = images / r["images_per_s"]
     if position > 2:
-        step_time[r["step"]] = (t - seconds_before, n)
+        step_time[r["step"]] = (t - seconds_before, batch_size)
     seconds_before = t
 
 print("| steps | counted | images/s | median s/step |")
