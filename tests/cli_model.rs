@@ -1,4 +1,4 @@
-//! `acf-index model init|info`: creating model directories and refusing inconsistent ones.
+//! `acf-index model init|info|average`: creating model directories and refusing inconsistent ones.
 
 use std::path::Path;
 
@@ -392,4 +392,64 @@ fn a_second_trainer_into_the_same_out_is_refused_while_the_first_runs() {
     // The kernel released the killed run's lock: the next command gets past it.
     let after = train(&["--resume", "--stop-after", "1"]).run();
     after.check(!after.stderr.contains("another acf-index train"), "a dead trainer's lock must not block");
+}
+
+#[test]
+fn average_writes_the_mean_of_its_sources_as_a_usable_model() {
+    let dir = Dir::new();
+    let a = dir.init_model("a");
+    init_args(&dir, "pvig-nano").args(["--seed", "7", "--out", "b"]).succeeds();
+    let b = dir.join("b");
+
+    let run = dir.command().args(["model", "average", "--out", "avg"]).arg(&a).arg(&b).succeeds();
+    let avg = dir.join("avg");
+    for file in MODEL_FILES {
+        run.check(avg.join(file).is_file(), &format!("{file} should be created"));
+    }
+    let fingerprint = sha256_file(&avg.join("model.safetensors"));
+    run.stdout_has("averaged 2 models").stdout_has(&fingerprint[..12]);
+    let card = std::fs::read_to_string(avg.join("MODEL_CARD.md")).unwrap();
+    for source in [&a, &b] {
+        let source_fp = sha256_file(&source.join("model.safetensors"));
+        run.check(card.contains(&source_fp[..12]), "the card should name every source's fingerprint");
+        run.check(fingerprint != source_fp, "the mean of two different models is neither");
+    }
+    run.check(card.contains(&fingerprint), "the card should give the new fingerprint");
+    // A model like any other: it loads, and keeps the first source's config.
+    let info = info_json(&dir, &avg);
+    assert_eq!(info["config"], read_json(&a.join("config.json")), "{info:#}");
+
+    // The mean of a model with itself is that model, to the bit.
+    dir.command().args(["model", "average", "--out", "self"]).arg(&a).arg(&a).succeeds();
+    assert_eq!(sha256_file(&dir.join("self/model.safetensors")), sha256_file(&a.join("model.safetensors")));
+}
+
+#[test]
+fn average_refuses_what_cannot_be_averaged() {
+    let dir = Dir::new();
+    let a = dir.init_model("a");
+    let b = dir.init_model("b");
+    // Another vocabulary: tensors of the same shape would mean other words.
+    let mut vocab = read_json(&b.join("vocab.json"));
+    let words = vocab["words"].as_array_mut().unwrap();
+    let last = words.len() - 1;
+    words[last] = "zzzunseen".into();
+    write_json(&b.join("vocab.json"), &vocab);
+    let run = dir.command().args(["model", "average", "--out", "avg"]).arg(&a).arg(&b).fails();
+    run.error_has(&b.display().to_string()).error_has("vocab.json");
+    run.check(!dir.join("avg").exists(), "a refused average must not create the output directory");
+
+    // One model is not an average; the output may not overwrite a source or a non-empty folder.
+    dir.command()
+        .args(["model", "average", "--out", "avg"])
+        .arg(&a)
+        .usage_error()
+        .stderr_has("2 values required");
+    let run =
+        dir.command().args(["model", "average", "--out"]).arg(&a).arg(&a).arg(&a).arg("--force").fails();
+    run.error_has("one of the models being averaged");
+    let run = dir.command().args(["model", "average", "--out"]).arg(&b).arg(&a).arg(&a).fails();
+    run.error_has("--force");
+    let run = dir.command().args(["model", "average", "--out", "avg"]).arg(&a).arg("no-such-model").fails();
+    run.error_has("no-such-model");
 }

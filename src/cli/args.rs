@@ -609,6 +609,24 @@ pub enum ModelCommand {
         #[arg(long, default_value = "train")]
         split: String,
     },
+    /// Average several models of one architecture and vocabulary into a new model directory.
+    ///
+    /// Every weight and BatchNorm statistic becomes the uniform mean of the sources' (checkpoint
+    /// averaging, as in SWA: e.g. the last epochs of one `train --keep-epochs` run). The new
+    /// model takes the first source's config.json (scoring included) and vocabulary; a source
+    /// with another architecture or vocabulary is refused. Has no hubness prior: run
+    /// `model calibrate` if the config weighs one. Check it with `eval --split val`.
+    Average {
+        /// Model directories to average (two or more).
+        #[arg(required = true, num_args = 2..)]
+        models: Vec<PathBuf>,
+        /// Output model directory (must not exist or be empty unless --force).
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite an existing model directory.
+        #[arg(long)]
+        force: bool,
+    },
     /// Show a model's config, size, vocabulary and fingerprint, after checking that its parts agree.
     Info {
         #[command(flatten)]

@@ -21,6 +21,9 @@ pub fn dispatch(command: Command) -> Result<i32> {
         Command::Model(ModelCommand::Init { config, vocab_from, out, seed, force }) => {
             model_init(&config, &vocab_from, &out, seed, force).map(|_| OK)
         }
+        Command::Model(ModelCommand::Average { models, out, force }) => {
+            model_average(&models, &out, force).map(|_| OK)
+        }
         Command::Model(ModelCommand::Info { model, json }) => model_info(&model, json).map(|_| OK),
         Command::Model(ModelCommand::Calibrate { model, dataset, split }) => {
             model_calibrate(&model, &dataset, &split).map(|_| OK)
@@ -97,6 +100,14 @@ fn doctor(json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Refuses an existing, non-empty output directory unless `force`.
+fn refuse_non_empty(out: &Path, force: bool) -> Result<()> {
+    if out.exists() && !force && out.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
+        bail!("{}: already exists and is not empty (use --force to overwrite)", out.display());
+    }
+    Ok(())
+}
+
 fn model_init(
     config: &str,
     vocab_from: &[std::path::PathBuf],
@@ -104,9 +115,7 @@ fn model_init(
     seed: i64,
     force: bool,
 ) -> Result<()> {
-    if out.exists() && !force && out.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
-        bail!("{}: already exists and is not empty (use --force to overwrite)", out.display());
-    }
+    refuse_non_empty(out, force)?;
     let config = Config::preset_or_file(config)?;
     let mut captions: Vec<String> = Vec::new();
     let mut sources = Vec::new();
@@ -132,6 +141,53 @@ fn model_init(
         crate::files::short_fingerprint(&fingerprint)
     );
     Ok(())
+}
+
+fn model_average(models: &[std::path::PathBuf], out: &Path, force: bool) -> Result<()> {
+    refuse_non_empty(out, force)?;
+    if models.iter().any(|m| same_path(m, out)) {
+        bail!("{}: is one of the models being averaged; choose another --out", out.display());
+    }
+    let averaged = crate::model::average::average_models(models)?;
+    let card = average_card(&averaged);
+    let fingerprint = model_dir::save(&averaged.model, out, &card)?;
+    println!(
+        "averaged {} models into {} (fingerprint {})",
+        averaged.sources.len(),
+        out.display(),
+        crate::files::short_fingerprint(&fingerprint)
+    );
+    Ok(())
+}
+
+/// Whether two paths name the same file or directory (when both exist).
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn average_card(averaged: &crate::model::average::Averaged) -> String {
+    let sources: String = averaged
+        .sources
+        .iter()
+        .map(|(dir, fp)| {
+            format!("- `{}` (fingerprint `{}`)\n", dir.display(), crate::files::short_fingerprint(fp))
+        })
+        .collect();
+    format!(
+        "# Model card: {name} (averaged)\n\n\
+         Created by `acf-index model average`: every weight and BatchNorm statistic is the\n\
+         uniform mean of these {n} models' (config.json and vocabulary from the first):\n\n\
+         {sources}\n\
+         - Weights fingerprint (sha256 of model.safetensors): `{{fingerprint}}`\n\
+         - acf-index version: {version}\n\n\
+         Its retrieval quality is not the sources': measure it with `acf-index eval --split val`.\n",
+        name = averaged.model.config.name,
+        n = averaged.sources.len(),
+        version = env!("CARGO_PKG_VERSION"),
+    )
 }
 
 fn init_card(model: &AcfModel, sources: &[String], seed: i64) -> String {

@@ -1,6 +1,7 @@
 //! The ACF model (Yang et al., Remote Sensing 2025): image and text encoders,
 //! scoring S(I,T), the training loss, and model directories on disk.
 
+pub mod average;
 pub mod config;
 pub mod features;
 pub mod identity;
