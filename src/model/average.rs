@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Tensor};
 
-use super::{AcfModel, ModelDir};
+use super::{AcfModel, ModelDir, model_dir};
 use crate::error::{AcfError, Result};
 
 /// The averaged model, with the sources' fingerprints (in the order given).
@@ -34,13 +34,14 @@ pub fn average_models(dirs: &[PathBuf]) -> Result<Averaged> {
     let first = ModelDir::load_without_prior(first_dir, Device::Cpu)?;
     let mut sources = vec![(first.dir.clone(), first.fingerprint.clone())];
     let mut model = first.model;
+    // Derived buffers (recomputed from the config, equal in every source) are not averaged.
     let mut sums: Vec<(String, Tensor)> = model
         .var_store()
         .variables()
         .into_iter()
+        .filter(|(name, _)| !model_dir::is_derived(name))
         .map(|(name, t)| (name, t.detach().to_kind(tch::Kind::Double)))
         .collect();
-    sums.sort_by(|a, b| a.0.cmp(&b.0));
     for dir in rest {
         let other = ModelDir::load_without_prior(dir, Device::Cpu)?;
         check_same_architecture(&model, &other.model, dir)?;
@@ -95,7 +96,7 @@ fn check_same_architecture(first: &AcfModel, other: &AcfModel, dir: &Path) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Config, Vocab, model_dir};
+    use crate::model::{Config, Vocab};
 
     fn vocab() -> Vocab {
         Vocab::build(["a tennis court near a road", "many planes at an airport"], 1)
