@@ -40,6 +40,85 @@ pub fn temp_beside(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
 }
 
+/// Builds a new directory with `build` in a hidden temporary beside `dst` ([`temp_beside`]),
+/// then renames it into place, so a reader (or a kill at any point) sees the old `dst` or
+/// none, or the whole new one, never a part. An existing `dst` is moved aside first and
+/// removed last. Temporaries left by processes that no longer run are removed first; a
+/// failed build removes its own (a full disk gets its space back).
+pub fn publish_dir_whole(dst: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    remove_dead_temporaries(dst);
+    let tmp = temp_beside(dst);
+    if let Err(e) = build(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    crate::faults::crash_point("publish-dir:before-rename");
+    let aside = if dst.exists() {
+        let aside = temp_beside(dst);
+        if let Err(e) = std::fs::rename(dst, &aside) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(AcfError::io(dst, "cannot move the old directory aside", e));
+        }
+        Some(aside)
+    } else {
+        None
+    };
+    if let Err(e) = std::fs::rename(&tmp, dst) {
+        if let Some(aside) = &aside {
+            let _ = std::fs::rename(aside, dst);
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(AcfError::io(dst, "cannot publish (rename)", e));
+    }
+    sync_dir_of(dst);
+    if let Some(aside) = aside {
+        let _ = std::fs::remove_dir_all(aside);
+    }
+    Ok(())
+}
+
+/// Removes the directories [`temp_beside`] named for `path` whose process is gone (a
+/// killed `model average`, say). Best effort: what cannot be removed stays hidden.
+fn remove_dead_temporaries(path: &Path) {
+    let (Some(name), Some(parent)) = (path.file_name(), path.parent()) else { return };
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file_name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<u32>().ok()))
+        else {
+            continue;
+        };
+        if !process_is_running(pid) && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Whether a process with this id exists (Unix; elsewhere assumed to, keeping its files).
+fn process_is_running(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        if pid == std::process::id() {
+            return true;
+        }
+        let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+        // SAFETY: signal 0 only checks that the process exists and may be signalled.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        alive || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
 /// Makes a rename in `path`'s directory durable (best effort: not every file system
 /// allows opening a directory).
 pub fn sync_dir_of(path: &Path) {
@@ -171,6 +250,41 @@ mod tests {
         // A damaged cache file is ignored.
         std::fs::write(&cache, "garbage").unwrap();
         assert_eq!(cached_fingerprint(&path, b"third weights"), sha256_hex(b"third weights"));
+    }
+
+    #[test]
+    fn a_published_directory_is_whole_and_replaces_the_old_one() {
+        let root = tempfile::tempdir().unwrap();
+        let dst = root.path().join("model");
+        let write = |content: &'static str| {
+            move |tmp: &Path| -> Result<()> {
+                std::fs::create_dir_all(tmp).map_err(|e| AcfError::io(tmp, "mkdir", e))?;
+                write_atomic(&tmp.join("a"), content.as_bytes())?;
+                write_atomic(&tmp.join("b"), content.as_bytes())
+            }
+        };
+        publish_dir_whole(&dst, write("one")).unwrap();
+        assert_eq!(std::fs::read_to_string(dst.join("b")).unwrap(), "one");
+        // A killed earlier run's temporary (pid 0x7fffffff: no such process) is removed;
+        // a running process's (ours) is left alone.
+        let dead = root.path().join(format!(".model.{}-0.tmp", i32::MAX));
+        let live = temp_beside(&dst);
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::create_dir_all(&live).unwrap();
+        publish_dir_whole(&dst, write("two")).unwrap();
+        assert_eq!(std::fs::read_to_string(dst.join("a")).unwrap(), "two");
+        assert!(!dead.exists() && live.exists());
+        std::fs::remove_dir_all(&live).unwrap();
+        // A failed build leaves the old directory and nothing beside it.
+        let failed = publish_dir_whole(&dst, |tmp: &Path| {
+            std::fs::create_dir_all(tmp).unwrap();
+            std::fs::write(tmp.join("a"), "half").unwrap();
+            Err(AcfError::io(tmp, "disk full", std::io::Error::other("no space")))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read_to_string(dst.join("a")).unwrap(), "two");
+        let names: Vec<_> = std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("model")]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{BIN, Dir, geotiff, parse_json, read_index_externally};
+use crate::util::{BIN, Dir, SAME_CHIP_TOLERANCE, geotiff, parse_json, read_index_externally};
 
 /// Exit status of a process stopped at a crash point (`src/faults.rs`).
 pub(crate) const CRASH_EXIT: i32 = 99;
@@ -104,7 +104,7 @@ fn assert_same_index(a: &Path, b: &Path) {
     assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>(), "same chip ids");
     for (id, x) in &fa {
         let d = x.iter().zip(&fb[id]).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
-        assert!(d < 1e-4, "{id}: features differ by {d}");
+        assert!(d < SAME_CHIP_TOLERANCE, "{id}: features differ by {d}");
     }
 }
 

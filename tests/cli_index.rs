@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::util::{Dir, TestCommand, geotiff, parse_json, read_index_externally};
+use crate::util::{Dir, SAME_CHIP_TOLERANCE, TestCommand, geotiff, parse_json, read_index_externally};
 
 /// Exit code of `index` when some scenes failed (README).
 const EXIT_SOME_FAILED: i32 = 3;
@@ -336,7 +336,7 @@ fn a_killed_run_then_a_rerun_equals_an_uninterrupted_run() {
         let head: Vec<f64> = serde_json::from_value(r["global_head"].clone()).unwrap();
         let want = &heads[r["chip_id"].as_str().unwrap()];
         assert!(
-            head.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-4),
+            head.iter().zip(want).all(|(a, b)| (a - b).abs() < SAME_CHIP_TOLERANCE),
             "{}: features differ",
             r["chip_id"]
         );

@@ -103,9 +103,17 @@ fn init_refuses_a_non_empty_out_without_force() {
         "existing files are kept",
     );
 
-    // --force overwrites; an existing empty directory needs no --force.
-    init_args(&dir, "pvig-nano").arg("--out").arg(out).arg("--force").succeeds();
-    assert!(out.join("model.safetensors").is_file());
+    // --force replaces a model directory as a whole, so it refuses one with other files.
+    let run = init_args(&dir, "pvig-nano").arg("--out").arg(out).arg("--force").fails();
+    run.error_has("notes.txt").error_has("as a whole");
+    run.check(!out.join("model.safetensors").exists(), "a refused init must not write a model");
+    std::fs::remove_file(out.join("notes.txt")).unwrap();
+    init_args(&dir, "pvig-nano").arg("--out").arg(out).succeeds();
+    let first = sha256_file(&out.join("model.safetensors"));
+    init_args(&dir, "pvig-nano").args(["--seed", "9", "--out"]).arg(out).arg("--force").succeeds();
+    assert_ne!(sha256_file(&out.join("model.safetensors")), first, "--force replaces the weights");
+    info_json(&dir, out);
+    // An existing empty directory needs no --force.
     std::fs::create_dir(dir.join("empty")).unwrap();
     init_args(&dir, "pvig-nano").args(["--out", "empty"]).succeeds();
     assert!(dir.join("empty/model.safetensors").is_file());
@@ -452,4 +460,53 @@ fn average_refuses_what_cannot_be_averaged() {
     run.error_has("--force");
     let run = dir.command().args(["model", "average", "--out", "avg"]).arg(&a).arg("no-such-model").fails();
     run.error_has("no-such-model");
+}
+
+#[test]
+fn a_model_directory_appears_whole_or_not_at_all() {
+    let dir = Dir::new();
+    let a = dir.init_model("a");
+    init_args(&dir, "pvig-nano").args(["--seed", "7", "--out", "b"]).succeeds();
+    let b = dir.join("b");
+    let listing = |d: &Dir| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    // Killed just before the finished directory is renamed into place (a crash point: debug
+    // builds, which `scripts/test.sh` and CI run): the old model is untouched, and the next
+    // run removes the dead process's hidden temporary.
+    if cfg!(debug_assertions) {
+        let before = sha256_file(&a.join("model.safetensors"));
+        let run = dir
+            .command()
+            .env("ACF_CRASH_AT", "publish-dir:before-rename")
+            .args(["model", "average", "--force", "--out"])
+            .arg(&a)
+            .arg(&b)
+            .arg(&b)
+            .expect_code(crate::cli_faults::CRASH_EXIT);
+        run.stderr_has("crash point publish-dir:before-rename");
+        assert_eq!(sha256_file(&a.join("model.safetensors")), before, "the old model is untouched");
+        info_json(&dir, &a);
+        let again =
+            dir.command().args(["model", "average", "--force", "--out"]).arg(&a).arg(&b).arg(&b).succeeds();
+        again.check(listing(&dir) == ["a", "b"], &format!("leftovers: {:?}", listing(&dir)));
+        assert_eq!(sha256_file(&a.join("model.safetensors")), sha256_file(&b.join("model.safetensors")));
+    }
+    // Every run leaves the four files and nothing beside them.
+    dir.command().args(["model", "average", "--force", "--out", "avg"]).arg(&a).arg(&b).succeeds();
+    assert!(listing(&dir).iter().all(|n| !n.starts_with('.')), "{:?}", listing(&dir));
+    let mut files: Vec<String> = std::fs::read_dir(dir.join("avg"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    files.sort();
+    let mut want: Vec<String> = MODEL_FILES.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(files, want);
 }

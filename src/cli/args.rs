@@ -587,7 +587,7 @@ pub enum ModelCommand {
         /// Random seed for the initial weights.
         #[arg(long, default_value_t = 42)]
         seed: i64,
-        /// Overwrite an existing model directory.
+        /// Replace an existing model directory as a whole (refused when it holds other files).
         #[arg(long)]
         force: bool,
     },
@@ -623,7 +623,7 @@ pub enum ModelCommand {
         /// Output model directory (must not exist or be empty unless --force).
         #[arg(long)]
         out: PathBuf,
-        /// Overwrite an existing model directory.
+        /// Replace an existing model directory as a whole (refused when it holds other files).
         #[arg(long)]
         force: bool,
     },

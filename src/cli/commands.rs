@@ -100,10 +100,31 @@ fn doctor(json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Refuses an existing, non-empty output directory unless `force`.
+/// Refuses an existing, non-empty output directory unless `force`, and even then one that
+/// holds more than a model: `--force` replaces the directory as a whole.
 fn refuse_non_empty(out: &Path, force: bool) -> Result<()> {
-    if out.exists() && !force && out.read_dir().map(|mut d| d.next().is_some()).unwrap_or(true) {
+    if !out.exists() {
+        return Ok(());
+    }
+    if !out.is_dir() {
+        bail!("{}: exists and is not a directory", out.display());
+    }
+    let names: Vec<String> = std::fs::read_dir(out)
+        .with_context(|| format!("{}: cannot list", out.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    if !force {
         bail!("{}: already exists and is not empty (use --force to overwrite)", out.display());
+    }
+    if let Some(other) = names.iter().find(|n| !model_dir::is_model_file(n)) {
+        bail!(
+            "{}: --force replaces a model directory as a whole, and this one also holds '{other}' \
+             (move it away or choose another --out)",
+            out.display()
+        );
     }
     Ok(())
 }
@@ -131,7 +152,7 @@ fn model_init(
     tch::manual_seed(seed);
     let model = AcfModel::new(config, vocab, Device::Cpu);
     let card = init_card(&model, &sources, seed);
-    let fingerprint = model_dir::save(&model, out, &card)?;
+    let fingerprint = model_dir::save_whole(&model, out, &card)?;
     println!(
         "created untrained {} model in {} ({} trainable parameters, {} words, fingerprint {})",
         model.config.name,
@@ -150,7 +171,7 @@ fn model_average(models: &[std::path::PathBuf], out: &Path, force: bool) -> Resu
     }
     let averaged = crate::model::average::average_models(models)?;
     let card = average_card(&averaged);
-    let fingerprint = model_dir::save(&averaged.model, out, &card)?;
+    let fingerprint = model_dir::save_whole(&averaged.model, out, &card)?;
     println!(
         "averaged {} models into {} (fingerprint {})",
         averaged.sources.len(),

@@ -95,6 +95,25 @@ pub fn save(model: &AcfModel, dir: &Path, card_markdown: &str) -> Result<String>
     Ok(fingerprint)
 }
 
+/// [`save`] into a new directory that appears whole ([`crate::files::publish_dir_whole`]):
+/// a kill between the four files leaves the previous `dir` (or none), never a model whose
+/// card or vocabulary belongs to other weights. For `model init` and `model average`.
+pub fn save_whole(model: &AcfModel, dir: &Path, card_markdown: &str) -> Result<String> {
+    let mut fingerprint = String::new();
+    crate::files::publish_dir_whole(dir, |tmp| {
+        fingerprint = save(model, tmp, card_markdown)?;
+        Ok(())
+    })?;
+    Ok(fingerprint)
+}
+
+/// Whether a file name is one [`save`] writes (or the fingerprint cache kept beside the
+/// weights): what a model directory may hold for `--force` to replace it as a whole.
+pub fn is_model_file(name: &str) -> bool {
+    [CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, CARD_FILE].contains(&name)
+        || name == format!(".{WEIGHTS_FILE}.sha256")
+}
+
 pub use crate::files::{sha256_hex, write_atomic};
 
 /// All variables (trainable and buffers such as BatchNorm statistics) as float32 safetensors.
