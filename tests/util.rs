@@ -324,7 +324,7 @@ impl fmt::Display for Run {
 /// in another batch (a rerun after a kill batches the remaining chips differently): CPU
 /// kernels at one thread, as the tests run them, round differently for other batch
 /// compositions. Measured on the test scenes: up to 5e-4 per value (1 − cos ≈ 2e-6),
-/// while two different chips' first eight values differ by 7e-3 or more
+/// while two different chips' first eight values differ by 6.8e-3 or more
 /// (docs/round19/README.md, "The flaky killed-run test").
 pub const SAME_CHIP_TOLERANCE: f64 = 2e-3;
 
