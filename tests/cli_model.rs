@@ -1,6 +1,6 @@
 //! `acf-index model init|info|average`: creating model directories and refusing inconsistent ones.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -30,6 +30,23 @@ fn init_args<'a>(dir: &'a Dir, config: &str) -> crate::util::TestCommand<'a> {
     let mut cmd = dir.command();
     cmd.args(["model", "init", "--config", config, "--vocab-from"]).arg(examples_json());
     cmd
+}
+
+/// Two untrained models that differ (seeds 42 and 7): `dir/a` and `dir/b`.
+fn two_models(dir: &Dir) -> (PathBuf, PathBuf) {
+    let a = dir.init_model("a");
+    init_args(dir, "pvig-nano").args(["--seed", "7", "--out", "b"]).succeeds();
+    (a, dir.join("b"))
+}
+
+/// The names in a directory, sorted.
+fn names_in(path: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 #[test]
@@ -405,9 +422,7 @@ fn a_second_trainer_into_the_same_out_is_refused_while_the_first_runs() {
 #[test]
 fn average_writes_the_mean_of_its_sources_as_a_usable_model() {
     let dir = Dir::new();
-    let a = dir.init_model("a");
-    init_args(&dir, "pvig-nano").args(["--seed", "7", "--out", "b"]).succeeds();
-    let b = dir.join("b");
+    let (a, b) = two_models(&dir);
 
     let run = dir.command().args(["model", "average", "--out", "avg"]).arg(&a).arg(&b).succeeds();
     let avg = dir.join("avg");
@@ -465,17 +480,8 @@ fn average_refuses_what_cannot_be_averaged() {
 #[test]
 fn a_model_directory_appears_whole_or_not_at_all() {
     let dir = Dir::new();
-    let a = dir.init_model("a");
-    init_args(&dir, "pvig-nano").args(["--seed", "7", "--out", "b"]).succeeds();
-    let b = dir.join("b");
-    let listing = |d: &Dir| -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(d.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    };
+    let (a, b) = two_models(&dir);
+    let listing = |d: &Dir| names_in(d.path());
     // Killed just before the finished directory is renamed into place (a crash point: debug
     // builds, which `scripts/test.sh` and CI run): the old model is untouched, and the next
     // run removes the dead process's hidden temporary.
@@ -500,12 +506,7 @@ fn a_model_directory_appears_whole_or_not_at_all() {
     // Every run leaves the four files and nothing beside them.
     dir.command().args(["model", "average", "--force", "--out", "avg"]).arg(&a).arg(&b).succeeds();
     assert!(listing(&dir).iter().all(|n| !n.starts_with('.')), "{:?}", listing(&dir));
-    let mut files: Vec<String> = std::fs::read_dir(dir.join("avg"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    files.sort();
+    let files: Vec<String> = names_in(&dir.join("avg")).into_iter().filter(|n| !n.starts_with('.')).collect();
     let mut want: Vec<String> = MODEL_FILES.iter().map(|s| s.to_string()).collect();
     want.sort();
     assert_eq!(files, want);
