@@ -53,27 +53,32 @@ pub fn publish_dir_whole(dst: &Path, build: impl FnOnce(&Path) -> Result<()>) ->
         return Err(e);
     }
     crate::faults::crash_point("publish-dir:before-rename");
-    let aside = if dst.exists() {
-        let aside = temp_beside(dst);
-        if let Err(e) = std::fs::rename(dst, &aside) {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(AcfError::io(dst, "cannot move the old directory aside", e));
-        }
-        Some(aside)
-    } else {
-        None
-    };
-    if let Err(e) = std::fs::rename(&tmp, dst) {
-        if let Some(aside) = &aside {
+    let aside = temp_beside(dst);
+    if let Err(e) = swap_dir_in(&tmp, dst, &aside) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let _ = std::fs::remove_dir_all(aside);
+    Ok(())
+}
+
+/// Renames the finished directory `tmp` to `dst`, an existing `dst` moved to `aside` first
+/// (put back if the second rename fails); the caller removes `aside`. Each step is one
+/// rename, so a kill at any point leaves the old directory or the new one in place, or the
+/// old one at `aside`.
+pub fn swap_dir_in(tmp: &Path, dst: &Path, aside: &Path) -> Result<()> {
+    let moved_aside = dst.exists();
+    if moved_aside {
+        std::fs::rename(dst, aside)
+            .map_err(|e| AcfError::io(dst, "cannot move the old directory aside", e))?;
+    }
+    if let Err(e) = std::fs::rename(tmp, dst) {
+        if moved_aside {
             let _ = std::fs::rename(aside, dst);
         }
-        let _ = std::fs::remove_dir_all(&tmp);
         return Err(AcfError::io(dst, "cannot publish (rename)", e));
     }
     sync_dir_of(dst);
-    if let Some(aside) = aside {
-        let _ = std::fs::remove_dir_all(aside);
-    }
     Ok(())
 }
 
@@ -153,10 +158,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// the hash is simply computed every time.
 pub fn cached_fingerprint(path: &Path, bytes: &[u8]) -> String {
     let identity = file_identity(path);
-    let cache = path.with_file_name(format!(
-        ".{}.sha256",
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-    ));
+    let cache = fingerprint_cache_of(path);
     if let Some(identity) = &identity
         && let Ok(text) = std::fs::read_to_string(&cache)
         && let Some((stamp, hash)) = text.trim().rsplit_once(' ')
@@ -174,6 +176,12 @@ pub fn cached_fingerprint(path: &Path, bytes: &[u8]) -> String {
         let _ = write_atomic(&cache, format!("{identity} {hash}\n").as_bytes());
     }
     hash
+}
+
+/// Where [`cached_fingerprint`] remembers the hash of `path`: `.<name>.sha256` beside it.
+pub fn fingerprint_cache_of(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.sha256"))
 }
 
 /// `dev:ino:size:mtime_ns:ctime_ns` of a file (Unix), or `None`.

@@ -111,7 +111,7 @@ pub fn save_whole(model: &AcfModel, dir: &Path, card_markdown: &str) -> Result<S
 /// weights): what a model directory may hold for `--force` to replace it as a whole.
 pub fn is_model_file(name: &str) -> bool {
     [CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE, CARD_FILE].contains(&name)
-        || name == format!(".{WEIGHTS_FILE}.sha256")
+        || Path::new(name) == crate::files::fingerprint_cache_of(Path::new(WEIGHTS_FILE))
 }
 
 pub use crate::files::{sha256_hex, write_atomic};

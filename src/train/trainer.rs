@@ -349,9 +349,8 @@ fn publish_dir(tmp: &Path, dst: &Path) -> Result<()> {
     let old = dst.with_extension("old");
     if dst.exists() {
         remove_stale_dir(&old)?;
-        std::fs::rename(dst, &old).map_err(|e| AcfError::io(dst, "cannot move aside", e))?;
     }
-    std::fs::rename(tmp, dst).map_err(|e| AcfError::io(dst, "cannot publish", e))?;
+    crate::files::swap_dir_in(tmp, dst, &old)?;
     remove_stale_dir(&old)
 }
 
