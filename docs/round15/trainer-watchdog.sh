@@ -11,7 +11,8 @@
 #   OUT=runs/b256 LAST=008 LIMIT_KB=20500000 docs/round15/trainer-watchdog.sh
 #
 # CONF overrides jemalloc's MALLOC_CONF (default oversize_threshold:0,dirty_decay_ms:-1,
-# muzzy_decay_ms:-1); PRELOAD the library's path.
+# muzzy_decay_ms:-1); PRELOAD the library's path. DATASETS (space-separated paths; default
+# UCM-Captions and RSICD-on-AID) must name the datasets the run was started with.
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:?set OUT} LAST=${LAST:?set LAST (e.g. 008)} LIMIT_KB=${LIMIT_KB:-17000000}
@@ -19,6 +20,12 @@ OUT=${OUT%/}
 PRELOAD=${PRELOAD:-/usr/lib/x86_64-linux-gnu/libjemalloc.so.2}
 CONF=${CONF:-oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1}
 [ -f "$PRELOAD" ] || { echo "no $PRELOAD (Debian: apt-get install libjemalloc2)" >&2; exit 1; }
+DATASETS=${DATASETS:-../shared/data/ucm-captions/dataset_ucm.json ../shared/data/rsicd-aid/dataset_rsicd_aid.json}
+dataset_args=()
+for d in $DATASETS; do
+  [ -f "$d" ] || { echo "no dataset at $d" >&2; exit 1; }
+  dataset_args+=(--dataset "$d")
+done
 trainer_pid() {  # prints the running trainer's pid, or nothing
   [ -f "$OUT/.lock" ] || return 0
   flock -n "$OUT/.lock" true 2>/dev/null && return 0
@@ -28,8 +35,7 @@ start() {
   MALLOC_CONF="$CONF" LD_PRELOAD="$PRELOAD" \
   OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 RAYON_NUM_THREADS=2 \
   nohup target/release/acf-index train --resume --out "$OUT" --keep-epochs \
-    --checkpoint-minutes 3 --dataset ../shared/data/ucm-captions/dataset_ucm.json \
-    --dataset ../shared/data/rsicd-aid/dataset_rsicd_aid.json --log-format json >> "$OUT.log" 2>&1 &
+    --checkpoint-minutes 3 "${dataset_args[@]}" --log-format json >> "$OUT.log" 2>&1 &
   echo "$(date +%T) started $!"
 }
 quick_failures=0
