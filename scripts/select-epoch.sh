@@ -26,6 +26,8 @@ THREADS=${THREADS:-2}
 AID_SLACK=${AID_SLACK:-0}
 python3 -c 'import sys; assert float(sys.argv[1]) >= 0' "$AID_SLACK" 2>/dev/null \
     || { echo "AID_SLACK must be a number >= 0, not '$AID_SLACK'" >&2; exit 2; }
+# Any spelling of zero (0.0, 0e0) is the old rule, where a tie does not pass.
+python3 -c 'import sys; sys.exit(float(sys.argv[1]) != 0)' "$AID_SLACK" && AID_SLACK=0
 export LD_LIBRARY_PATH="$PWD/.venv/libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS
 [ -x "$BIN" ] || { echo "no $BIN: run scripts/setup.sh first" >&2; exit 1; }
