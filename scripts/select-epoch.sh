@@ -69,28 +69,29 @@ mean() { python3 -c 'import sys; print("%.2f" % ((float(sys.argv[1]) + float(sys
 
 ref_ucm=$(val_mr "$REFERENCE" "$UCM" ucm)
 ref_aid=$(val_mr "$REFERENCE" "$AID" rsicd_aid)
+# row MODEL UCM AID MEAN VERDICT: one table row; the mean column only under AID_SLACK.
+row() {
+    if [ "$AID_SLACK" = 0 ]; then echo "| $1 | $2 | $3 | ${5:+$5 }|"; else echo "| $1 | $2 | $3 | $4 | ${5:+$5 }|"; fi
+}
+
 if [ "$AID_SLACK" = 0 ]; then
-    echo "| model | UCM val (all 210) | RSICD-on-AID val (all 897) | both gain? |"
+    row model "UCM val (all 210)" "RSICD-on-AID val (all 897)" - "both gain?"
     echo "|---|---|---|---|"
-    echo "| $REFERENCE (reference) | $ref_ucm | $ref_aid | |"
 else
-    echo "| model | UCM val (all 210) | RSICD-on-AID val (all 897) | mean | passes (UCM gains, RSICD-on-AID ≥ reference − $AID_SLACK)? |"
+    row model "UCM val (all 210)" "RSICD-on-AID val (all 897)" mean \
+        "passes (UCM gains, RSICD-on-AID ≥ reference − $AID_SLACK)?"
     echo "|---|---|---|---|---|"
-    echo "| $REFERENCE (reference) | $ref_ucm | $ref_aid | $(mean "$ref_ucm" "$ref_aid") | |"
 fi
+row "$REFERENCE (reference)" "$ref_ucm" "$ref_aid" "$(mean "$ref_ucm" "$ref_aid")" ""
 for model in "$@"; do
     [ -f "$model/model.safetensors" ] || { echo "$model: not a model directory" >&2; exit 1; }
     ucm=$(val_mr "$model" "$UCM" ucm)
     if [ "${SKIP_FAILED:-0}" = 1 ] && ! gains "$ucm" "$ref_ucm"; then
-        if [ "$AID_SLACK" = 0 ]; then echo "| $model | $ucm | - | no |"; else echo "| $model | $ucm | - | - | no |"; fi
+        row "$model" "$ucm" - - no
         continue
     fi
     aid=$(val_mr "$model" "$AID" rsicd_aid)
     verdict=no
     gains "$ucm" "$ref_ucm" && holds "$aid" "$ref_aid" && verdict=yes
-    if [ "$AID_SLACK" = 0 ]; then
-        echo "| $model | $ucm | $aid | $verdict |"
-    else
-        echo "| $model | $ucm | $aid | $(mean "$ucm" "$aid") | $verdict |"
-    fi
+    row "$model" "$ucm" "$aid" "$(mean "$ucm" "$aid")" "$verdict"
 done
