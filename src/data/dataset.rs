@@ -22,6 +22,8 @@ struct RawImage {
     split: Option<String>,
     #[serde(default)]
     sentences: Vec<RawSentence>,
+    #[serde(default)]
+    class: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +40,9 @@ pub struct Sample {
     pub split: String,
     /// Its captions (usually five).
     pub captions: Vec<String>,
+    /// Its scene class when the JSON names one (`images[].class`, as in the UCM-Captions
+    /// and RSICD-on-AID sets); used only by `loss.mask_same_class`.
+    pub class: Option<String>,
 }
 
 /// A loaded dataset.
@@ -69,6 +74,7 @@ impl Dataset {
                 path: root.join(&img.filename),
                 split: img.split.unwrap_or_else(|| "train".into()),
                 captions: img.sentences.into_iter().map(|s| s.raw).collect(),
+                class: img.class,
             })
             .collect();
         let name = raw.dataset.unwrap_or_else(|| {
@@ -99,7 +105,7 @@ mod tests {
         std::fs::write(
             &json,
             r#"{"dataset":"tiny","images":[{"filename":"a.jpg","split":"test","imgid":0,
-               "sentences":[{"raw":"A plane.","tokens":["a","plane"]}]},
+               "sentences":[{"raw":"A plane.","tokens":["a","plane"]}],"class":"airport"},
                {"filename":"b.jpg","split":"train","sentences":[]}]}"#,
         )
         .unwrap();
@@ -108,6 +114,8 @@ mod tests {
         assert_eq!(d.samples[0].path, dir.path().join("images/a.jpg"));
         assert_eq!(d.split("test").count(), 1);
         assert_eq!(d.captions().collect::<Vec<_>>(), vec!["A plane."]);
+        assert_eq!(d.samples[0].class.as_deref(), Some("airport"));
+        assert_eq!(d.samples[1].class, None);
     }
 
     #[test]

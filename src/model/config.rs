@@ -182,6 +182,12 @@ pub struct LossConfig {
     /// as a negative (see `loss::excluded_pairs`). Off in configs that predate it.
     #[serde(default)]
     pub mask_duplicate_captions: bool,
+    /// Never treat a caption of another image of the same scene class (same dataset,
+    /// `images[].class` in its JSON) as a negative: evaluation ranks are decided by
+    /// telling classes apart, and captions within a class are often near-identical
+    /// (see `loss::excluded_pairs`). Images without a class are unaffected. Off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mask_same_class: bool,
     /// Temperature τ of `negatives: "softmax"` (scores are divided by it); unused by
     /// the hinge. Default 0.1 for configs without the field.
     #[serde(default = "default_temperature")]
@@ -377,6 +383,7 @@ impl Config {
                 negatives: Negatives::Hardest,
                 global_loss: true,
                 mask_duplicate_captions: true,
+                mask_same_class: false,
                 temperature: default_temperature(),
             },
             training: TrainingConfig {

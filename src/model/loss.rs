@@ -52,12 +52,22 @@ pub fn info_nce(scores: &Tensor, not_negative: &Tensor, temperature: f64) -> Ten
 /// exactly like the positive, so as a negative it only adds a hinge of δ that no weight
 /// can lower (for hardest negatives it hides the row's real negatives) and pushes apart
 /// images that the data describes the same way. Evaluation counts such captions as ties.
-pub fn excluded_pairs(image_ids: &Tensor, caption_groups: Option<&Tensor>) -> Tensor {
-    let same = |ids: &Tensor| ids.unsqueeze(1).eq_tensor(&ids.unsqueeze(0));
-    match caption_groups {
-        Some(groups) => same(image_ids).logical_or(&same(&groups.to_device(image_ids.device()))),
-        None => same(image_ids),
+/// `class_groups` (B int64, equal for images of the same scene class) also excludes the
+/// pairs of one class (`loss.mask_same_class`).
+pub fn excluded_pairs(
+    image_ids: &Tensor,
+    caption_groups: Option<&Tensor>,
+    class_groups: Option<&Tensor>,
+) -> Tensor {
+    let same = |ids: &Tensor| {
+        let ids = ids.to_device(image_ids.device());
+        ids.unsqueeze(1).eq_tensor(&ids.unsqueeze(0))
+    };
+    let mut excluded = same(image_ids);
+    for groups in [caption_groups, class_groups].into_iter().flatten() {
+        excluded = excluded.logical_or(&same(groups));
     }
+    excluded
 }
 
 /// The ACF training loss (Eq. 15): [`triplet_loss`] on the full scores S plus, when
@@ -72,7 +82,14 @@ mod tests {
     use super::*;
 
     fn config(negatives: Negatives, global_loss: bool) -> LossConfig {
-        LossConfig { margin: 0.2, negatives, global_loss, mask_duplicate_captions: false, temperature: 0.1 }
+        LossConfig {
+            margin: 0.2,
+            negatives,
+            global_loss,
+            mask_duplicate_captions: false,
+            mask_same_class: false,
+            temperature: 0.1,
+        }
     }
 
     fn matrix(rows: [[f64; 3]; 3]) -> Tensor {
@@ -80,7 +97,7 @@ mod tests {
     }
 
     fn distinct(n: i64) -> Tensor {
-        excluded_pairs(&Tensor::arange(n, (Kind::Int64, tch::Device::Cpu)), None)
+        excluded_pairs(&Tensor::arange(n, (Kind::Int64, tch::Device::Cpu)), None, None)
     }
 
     fn value(t: &Tensor) -> f64 {
@@ -115,7 +132,7 @@ mod tests {
         for negatives in [Negatives::Hardest, Negatives::Sum] {
             let cfg = config(negatives, false);
             let shared =
-                triplet_loss(&scores, &excluded_pairs(&Tensor::from_slice(&[0i64, 0, 1]), None), &cfg);
+                triplet_loss(&scores, &excluded_pairs(&Tensor::from_slice(&[0i64, 0, 1]), None, None), &cfg);
             assert!(value(&shared).abs() < 1e-12, "{shared}");
             let apart = triplet_loss(&scores, &distinct(3), &cfg);
             assert!(value(&apart) > 1.0, "{apart}");
@@ -129,7 +146,7 @@ mod tests {
         let scores = matrix([[0.9, 0.9, 0.1], [0.8, 0.8, 0.1], [0.1, 0.1, 0.7]]);
         let ids = Tensor::from_slice(&[0i64, 1, 2]);
         let groups = Tensor::from_slice(&[0i64, 0, 2]);
-        let mask = excluded_pairs(&ids, Some(&groups));
+        let mask = excluded_pairs(&ids, Some(&groups), None);
         let expected = [[true, true, false], [true, true, false], [false, false, true]];
         for (i, row) in expected.iter().enumerate() {
             for (j, &want) in row.iter().enumerate() {
@@ -146,6 +163,29 @@ mod tests {
             let masked = value(&triplet_loss(&scores, &mask, &cfg));
             assert!(masked.abs() < 1e-12, "{negatives:?}: {masked}");
         }
+    }
+
+    #[test]
+    fn same_class_pairs_are_not_negatives_when_masked() {
+        // Images 0 and 1 share a scene class with different captions; 2 is another class.
+        let ids = Tensor::from_slice(&[0i64, 1, 2]);
+        let groups = Tensor::from_slice(&[0i64, 1, 2]);
+        let classes = Tensor::from_slice(&[0i64, 0, 2]);
+        let mask = excluded_pairs(&ids, Some(&groups), Some(&classes));
+        let expected = [[true, true, false], [true, true, false], [false, false, true]];
+        for (i, row) in expected.iter().enumerate() {
+            for (j, &want) in row.iter().enumerate() {
+                assert_eq!(mask.int64_value(&[i as i64, j as i64]) != 0, want, "pair ({i}, {j})");
+            }
+        }
+        // Without the class groups only the image itself is excluded.
+        assert_eq!(excluded_pairs(&ids, Some(&groups), None).sum(Kind::Int64).int64_value(&[]), 3);
+        // The class twin outscoring the positive costs nothing once masked.
+        let scores = matrix([[0.5, 0.9, 0.1], [0.9, 0.5, 0.1], [0.1, 0.1, 0.9]]);
+        let cfg = LossConfig { negatives: Negatives::Softmax, ..config(Negatives::Sum, false) };
+        let masked = value(&triplet_loss(&scores, &mask, &cfg));
+        let unmasked = value(&triplet_loss(&scores, &excluded_pairs(&ids, None, None), &cfg));
+        assert!(masked < unmasked - 1.0, "masked {masked}, unmasked {unmasked}");
     }
 
     #[test]

@@ -168,7 +168,7 @@ mod tests {
         let mut loss_cfg = cfg.loss.clone();
         loss_cfg.negatives = crate::model::config::Negatives::Sum;
         loss_cfg.margin = 10.0; // every hinge active, so every branch gets a gradient
-        let not_negative = loss::excluded_pairs(&Tensor::from_slice(&[0i64, 1, 2]), None);
+        let not_negative = loss::excluded_pairs(&Tensor::from_slice(&[0i64, 1, 2]), None, None);
         let l = loss::acf_loss(&s, &g, &not_negative, &loss_cfg);
         adam.zero_grad();
         l.backward();

@@ -133,7 +133,13 @@ pub fn compare(model: &AcfModel, device: Device, batch: i64) -> crate::error::Re
         })
         .collect();
     let caption_groups = super::loader::caption_groups(captions.iter().map(Vec::as_slice));
-    let step_batch = Batch { pixels: flat, captions, image_ids: (0..batch).collect(), caption_groups };
+    let step_batch = Batch {
+        pixels: flat,
+        captions,
+        image_ids: (0..batch).collect(),
+        caption_groups,
+        class_groups: (0..batch).collect(),
+    };
     let lr = cfg.training.learning_rate;
     let mut results = Vec::new();
     for m in [model, &on_device] {

@@ -189,6 +189,7 @@ mod tests {
             pixels: image::RgbImage::new(8, 8),
             captions: caps,
             dataset: 0,
+            class: None,
         };
         let images = vec![
             img("roof.jpg", vec![ids("a red roof")]),

@@ -27,6 +27,8 @@ pub struct TrainImage {
     pub pixels: RgbImage,
     pub captions: Vec<Vec<i64>>,
     pub dataset: usize,
+    /// Its scene class in the dataset JSON, if named (see `loss.mask_same_class`).
+    pub class: Option<String>,
 }
 
 /// What loading a split skipped with `--skip-bad`.
@@ -82,7 +84,13 @@ pub fn load_split_subset(
                     reason: "every caption is empty".into(),
                 });
             }
-            Ok(TrainImage { path: s.path.clone(), pixels: img.to_rgb8(), captions, dataset })
+            Ok(TrainImage {
+                path: s.path.clone(),
+                pixels: img.to_rgb8(),
+                captions,
+                dataset,
+                class: s.class.clone(),
+            })
         })
         .collect();
     let mut images = Vec::with_capacity(decoded.len());
@@ -112,12 +120,29 @@ pub struct Batch {
     /// Per item, the batch position of the first item whose caption has the same token
     /// ids before word dropout: equal values mean the same caption text.
     pub caption_groups: Vec<i64>,
+    /// Per item, the batch position of the first item of the same dataset and scene
+    /// class: equal values mean the same class; an image without a class is its own.
+    pub class_groups: Vec<i64>,
 }
 
 /// For each caption, the index of the first caption with the same token ids.
 pub fn caption_groups<'a>(captions: impl IntoIterator<Item = &'a [i64]>) -> Vec<i64> {
     let mut first: std::collections::HashMap<&[i64], i64> = std::collections::HashMap::new();
     captions.into_iter().enumerate().map(|(j, c)| *first.entry(c).or_insert(j as i64)).collect()
+}
+
+/// For each image, the index of the first image of the same dataset and named class;
+/// an image without a class gets its own index.
+pub fn class_groups(images: &[&TrainImage]) -> Vec<i64> {
+    let mut first: std::collections::HashMap<(usize, &str), i64> = std::collections::HashMap::new();
+    images
+        .iter()
+        .enumerate()
+        .map(|(j, img)| match &img.class {
+            Some(class) => *first.entry((img.dataset, class.as_str())).or_insert(j as i64),
+            None => j as i64,
+        })
+        .collect()
 }
 
 /// The (image, caption) pairs of `epoch` in order: one random caption per image, or
@@ -254,6 +279,7 @@ pub fn make_batch(images: &[TrainImage], plan: &[(usize, usize)], b: usize, opts
         captions,
         image_ids: items.iter().map(|&(i, _)| i as i64).collect(),
         caption_groups: caption_groups(items.iter().map(|&(i, c)| images[i].captions[c].as_slice())),
+        class_groups: class_groups(&items.iter().map(|&(i, _)| &images[i]).collect::<Vec<_>>()),
     }
 }
 
@@ -322,6 +348,7 @@ mod tests {
                 pixels: RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8, y as u8, i as u8])),
                 captions: vec![vec![2, 3], vec![4]],
                 dataset: 0,
+                class: None,
             })
             .collect()
     }
@@ -413,6 +440,7 @@ mod tests {
                 pixels: RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3])),
                 captions: vec![vec![5; 10]],
                 dataset: 0,
+                class: None,
             })
             .collect();
         let plan = epoch_plan(&imgs, 3, 0, CaptionsPerEpoch::One, 1.0);
@@ -439,6 +467,21 @@ mod tests {
     fn caption_groups_name_the_first_identical_caption() {
         let caps: [&[i64]; 5] = [&[4, 5], &[4], &[4, 5], &[4, 5, 0], &[4]];
         assert_eq!(caption_groups(caps), vec![0, 1, 0, 3, 1]);
+    }
+
+    #[test]
+    fn class_groups_join_one_datasets_named_class_only() {
+        let img = |dataset: usize, class: Option<&str>| TrainImage {
+            path: PathBuf::from("x.png"),
+            pixels: RgbImage::new(1, 1),
+            captions: vec![vec![4]],
+            dataset,
+            class: class.map(str::to_string),
+        };
+        let imgs =
+            [img(0, Some("beach")), img(0, None), img(1, Some("beach")), img(0, Some("beach")), img(0, None)];
+        // Same dataset and class: one group; the other dataset's "beach" and unnamed images apart.
+        assert_eq!(class_groups(&imgs.iter().collect::<Vec<_>>()), vec![0, 1, 2, 0, 4]);
     }
 
     #[test]

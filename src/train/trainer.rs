@@ -295,7 +295,12 @@ pub fn train_step(
     let g = scoring::global_similarity(&images, &texts);
     let image_ids = Tensor::from_slice(&batch.image_ids).to_device(device);
     let groups = Tensor::from_slice(&batch.caption_groups);
-    let not_negative = loss::excluded_pairs(&image_ids, loss_cfg.mask_duplicate_captions.then_some(&groups));
+    let classes = Tensor::from_slice(&batch.class_groups);
+    let not_negative = loss::excluded_pairs(
+        &image_ids,
+        loss_cfg.mask_duplicate_captions.then_some(&groups),
+        loss_cfg.mask_same_class.then_some(&classes),
+    );
     let loss = loss::acf_loss(&s, &g, &not_negative, loss_cfg);
     adam.zero_grad();
     loss.backward();
