@@ -217,7 +217,7 @@ mod tests {
         let got = value(&triplet_loss(&scores, &distinct(3), &cfg));
         assert!((got - expected).abs() < 1e-9, "{got} vs {expected}");
         // Masking pair (0, 2) and (2, 0) removes them from both softmaxes of rows/columns 0 and 2.
-        let mask = excluded_pairs(&Tensor::from_slice(&[0i64, 1, 0]), None);
+        let mask = excluded_pairs(&Tensor::from_slice(&[0i64, 1, 0]), None, None);
         let masked = value(&triplet_loss(&scores, &mask, &cfg));
         let mut expected_masked = 0.0;
         let keep = |i: usize, j: usize| !((i == 0 && j == 2) || (i == 2 && j == 0));
