@@ -511,3 +511,36 @@ fn a_model_directory_appears_whole_or_not_at_all() {
     want.sort();
     assert_eq!(files, want);
 }
+
+#[test]
+fn train_records_mask_same_class_and_warns_when_no_image_has_a_class() {
+    let dir = Dir::new();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ucm-mini");
+    let model = dir.init_model("m");
+    let mut config = read_json(&model.join("config.json"));
+    config["loss"]["mask_same_class"] = Value::Bool(true);
+    let config_path = dir.join("masked.json");
+    write_json(&config_path, &config);
+    // The fixture names each image's class; a copy without them cannot use the mask.
+    let mut unclassed = read_json(&fixture.join("dataset.json"));
+    for image in unclassed["images"].as_array_mut().unwrap() {
+        image.as_object_mut().unwrap().remove("class");
+    }
+    write_json(&dir.join("unclassed.json"), &unclassed);
+    let train = |dataset: &Path, out: &str| {
+        let mut cmd = dir.command();
+        cmd.args(["train", "--epochs", "1", "--batch-size", "8", "--val-images", "4", "--config"])
+            .arg(&config_path)
+            .arg("--dataset")
+            .arg(dataset)
+            .arg("--images")
+            .arg(fixture.join("images"))
+            .args(["--out", out]);
+        cmd.succeeds()
+    };
+    let classed = train(&fixture.join("dataset.json"), "classed");
+    classed.check(!classed.stderr.contains("mask_same_class"), "classes present: no warning");
+    assert_eq!(read_json(&dir.join("classed/config.json"))["loss"]["mask_same_class"], Value::Bool(true));
+    train(&dir.join("unclassed.json"), "unclassed")
+        .stderr_has("loss.mask_same_class is on but no training image");
+}

@@ -134,6 +134,12 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
         skipped.extend(skips.skipped);
         val_sets.push((d.name.clone(), EvalSet::new(&imgs, size, opts.val_images)));
     }
+    if cfg.loss.mask_same_class && train_images.iter().all(|img| img.class.is_none()) {
+        tracing::warn!(
+            "loss.mask_same_class is on but no training image's dataset entry names a class \
+             (images[].class): it changes nothing"
+        );
+    }
     tracing::info!(
         train_images = train_images.len(),
         parameters = model.trainable_parameters(),
