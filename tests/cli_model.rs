@@ -543,4 +543,11 @@ fn train_records_mask_same_class_and_warns_when_no_image_has_a_class() {
     assert_eq!(read_json(&dir.join("classed/config.json"))["loss"]["mask_same_class"], Value::Bool(true));
     train(&dir.join("unclassed.json"), "unclassed")
         .stderr_has("loss.mask_same_class is on but no training image");
+    // A list names datasets; a name that is not being trained on is refused before any work.
+    config["loss"]["mask_same_class"] = serde_json::json!(["ucm-mini", "ucm-captoins"]);
+    write_json(&config_path, &config);
+    let mut typo = dir.command();
+    typo.args(["train", "--epochs", "1", "--config"]).arg(&config_path).arg("--dataset");
+    typo.arg(fixture.join("dataset.json")).args(["--out", "typo"]);
+    typo.fails().error_has("loss.mask_same_class names dataset 'ucm-captoins'").error_has("(ucm-mini)");
 }

@@ -183,15 +183,48 @@ pub struct LossConfig {
     #[serde(default)]
     pub mask_duplicate_captions: bool,
     /// Never treat a caption of another image of the same scene class (same dataset,
-    /// `images[].class` in its JSON) as a negative: evaluation ranks are decided by
-    /// telling classes apart, and captions within a class are often near-identical
-    /// (see `loss::excluded_pairs`). Images without a class are unaffected. Off by default.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub mask_same_class: bool,
+    /// `images[].class` in its JSON) as a negative, in every dataset (`true`) or in the
+    /// datasets named: captions within a class are often near-identical (see
+    /// `loss::excluded_pairs`). Images without a class are unaffected. Off by default.
+    #[serde(default, skip_serializing_if = "SameClassMask::is_off")]
+    pub mask_same_class: SameClassMask,
     /// Temperature τ of `negatives: "softmax"` (scores are divided by it); unused by
     /// the hinge. Default 0.1 for configs without the field.
     #[serde(default = "default_temperature")]
     pub temperature: f64,
+}
+
+/// Where `loss.mask_same_class` applies: `true` / `false` (every dataset / none) or a
+/// list of dataset names (the dataset JSON's `dataset` field, else its file stem).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SameClassMask {
+    All(bool),
+    Datasets(Vec<String>),
+}
+
+impl Default for SameClassMask {
+    fn default() -> Self {
+        SameClassMask::All(false)
+    }
+}
+
+impl SameClassMask {
+    /// True when no dataset's same-class pairs are masked.
+    pub fn is_off(&self) -> bool {
+        match self {
+            SameClassMask::All(on) => !on,
+            SameClassMask::Datasets(names) => names.is_empty(),
+        }
+    }
+
+    /// Whether the dataset called `name` has its same-class pairs masked.
+    pub fn covers(&self, name: &str) -> bool {
+        match self {
+            SameClassMask::All(on) => *on,
+            SameClassMask::Datasets(names) => names.iter().any(|n| n == name),
+        }
+    }
 }
 
 fn default_temperature() -> f64 {
@@ -383,7 +416,7 @@ impl Config {
                 negatives: Negatives::Hardest,
                 global_loss: true,
                 mask_duplicate_captions: true,
-                mask_same_class: false,
+                mask_same_class: SameClassMask::All(false),
                 temperature: default_temperature(),
             },
             training: TrainingConfig {
@@ -576,6 +609,28 @@ mod tests {
         cfg.embed_dim = 500; // not divisible by 8 heads
         let msg = Config::from_json_str(&cfg.to_json_string(), Path::new("c.json")).unwrap_err().to_string();
         assert!(msg.contains("gat_heads"), "{msg}");
+    }
+
+    #[test]
+    fn mask_same_class_is_a_switch_or_a_list_of_datasets() {
+        let with = |value: serde_json::Value| {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&Config::pvig_nano().to_json_string()).unwrap();
+            v["loss"]["mask_same_class"] = value;
+            Config::from_json_str(&v.to_string(), Path::new("c.json"))
+        };
+        let all = with(serde_json::json!(true)).unwrap().loss.mask_same_class;
+        assert!(all.covers("ucm-captions") && all.covers("anything") && !all.is_off());
+        let some = with(serde_json::json!(["ucm-captions"])).unwrap().loss.mask_same_class;
+        assert!(some.covers("ucm-captions") && !some.covers("rsicd-aid") && !some.is_off());
+        // Round trip: the list is written back as a list; off is not written at all.
+        let cfg = with(serde_json::json!(["ucm-captions"])).unwrap();
+        assert_eq!(Config::from_json_str(&cfg.to_json_string(), Path::new("c.json")).unwrap(), cfg);
+        assert!(!Config::pvig_nano().to_json_string().contains("mask_same_class"));
+        for bad in [serde_json::json!([]), serde_json::json!("ucm-captions"), serde_json::json!([""])] {
+            let msg = with(bad.clone()).unwrap_err().to_string();
+            assert!(msg.contains("mask_same_class"), "{bad}: {msg}");
+        }
     }
 
     #[test]

@@ -87,7 +87,7 @@ mod tests {
             negatives,
             global_loss,
             mask_duplicate_captions: false,
-            mask_same_class: false,
+            mask_same_class: crate::model::config::SameClassMask::All(false),
             temperature: 0.1,
         }
     }

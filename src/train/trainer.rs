@@ -19,7 +19,7 @@ use super::loader::{Batch, BatchOptions, TrainImage, epoch_plan, load_split, mak
 use super::metrics::Recall;
 use crate::data::dataset::Dataset;
 use crate::error::{AcfError, Result};
-use crate::model::config::Negatives;
+use crate::model::config::{Negatives, SameClassMask};
 use crate::model::model_dir::{self, ModelDir, safetensors_to_tensors, tensors_to_safetensors, write_atomic};
 use crate::model::{AcfModel, Config, Vocab, loss, scoring};
 use crate::storage::WriterLock;
@@ -120,11 +120,20 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
         (model, adam, state)
     };
     let cfg = model.config.clone();
+    if let SameClassMask::Datasets(names) = &cfg.loss.mask_same_class {
+        let known: Vec<&str> = datasets.iter().map(|d| d.name.as_str()).collect();
+        if let Some(unknown) = names.iter().find(|n| !known.contains(&n.as_str())) {
+            return Err(AcfError::InvalidArgument(format!(
+                "loss.mask_same_class names dataset '{unknown}', which is not one of the training datasets ({})",
+                known.join(", ")
+            )));
+        }
+    }
     let tc = &cfg.training;
     let max_tokens = cfg.text.max_tokens as usize;
     let size = cfg.image.image_size as u32;
     tracing::info!("decoding training images");
-    let (train_images, train_skips) =
+    let (mut train_images, train_skips) =
         load_split(&datasets, "train", &model.vocab, max_tokens, opts.skip_bad)?;
     let mut val_sets = Vec::new();
     let mut skipped = train_skips.skipped;
@@ -134,7 +143,11 @@ pub fn train(opts: &TrainOptions, interrupt: Arc<AtomicBool>) -> Result<TrainSum
         skipped.extend(skips.skipped);
         val_sets.push((d.name.clone(), EvalSet::new(&imgs, size, opts.val_images)));
     }
-    if cfg.loss.mask_same_class && train_images.iter().all(|img| img.class.is_none()) {
+    let same_class = &cfg.loss.mask_same_class;
+    for img in train_images.iter_mut().filter(|img| !same_class.covers(&datasets[img.dataset].name)) {
+        img.class = None;
+    }
+    if !same_class.is_off() && train_images.iter().all(|img| img.class.is_none()) {
         tracing::warn!(
             "loss.mask_same_class is on but no training image's dataset entry names a class \
              (images[].class): it changes nothing"
@@ -305,7 +318,7 @@ pub fn train_step(
     let not_negative = loss::excluded_pairs(
         &image_ids,
         loss_cfg.mask_duplicate_captions.then_some(&groups),
-        loss_cfg.mask_same_class.then_some(&classes),
+        (!loss_cfg.mask_same_class.is_off()).then_some(&classes),
     );
     let loss = loss::acf_loss(&s, &g, &not_negative, loss_cfg);
     adam.zero_grad();
