@@ -22,8 +22,10 @@ struct RawImage {
     split: Option<String>,
     #[serde(default)]
     sentences: Vec<RawSentence>,
+    /// Any JSON value: other datasets' files may carry a number or null here, which
+    /// must not make the whole file unreadable.
     #[serde(default)]
-    class: Option<String>,
+    class: serde_json::Value,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,7 +76,11 @@ impl Dataset {
                 path: root.join(&img.filename),
                 split: img.split.unwrap_or_else(|| "train".into()),
                 captions: img.sentences.into_iter().map(|s| s.raw).collect(),
-                class: img.class,
+                class: match img.class {
+                    serde_json::Value::String(name) => Some(name),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                },
             })
             .collect();
         let name = raw.dataset.unwrap_or_else(|| {
@@ -106,7 +112,9 @@ mod tests {
             &json,
             r#"{"dataset":"tiny","images":[{"filename":"a.jpg","split":"test","imgid":0,
                "sentences":[{"raw":"A plane.","tokens":["a","plane"]}],"class":"airport"},
-               {"filename":"b.jpg","split":"train","sentences":[]}]}"#,
+               {"filename":"b.jpg","split":"train","sentences":[]},
+               {"filename":"c.jpg","class":7},{"filename":"d.jpg","class":null},
+               {"filename":"e.jpg","class":["odd"]}]}"#,
         )
         .unwrap();
         let d = Dataset::load(&json, None).unwrap();
@@ -116,6 +124,9 @@ mod tests {
         assert_eq!(d.captions().collect::<Vec<_>>(), vec!["A plane."]);
         assert_eq!(d.samples[0].class.as_deref(), Some("airport"));
         assert_eq!(d.samples[1].class, None);
+        // Another file's class field of another type: a number names a class, the rest none.
+        let classes: Vec<Option<&str>> = d.samples[2..].iter().map(|s| s.class.as_deref()).collect();
+        assert_eq!(classes, [Some("7"), None, None]);
     }
 
     #[test]
