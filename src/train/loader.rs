@@ -125,24 +125,27 @@ pub struct Batch {
     pub class_groups: Vec<i64>,
 }
 
+/// For each key, the position of the first equal key: equal values mean equal keys.
+fn first_equal<K: std::hash::Hash + Eq>(keys: impl IntoIterator<Item = K>) -> Vec<i64> {
+    let mut first = std::collections::HashMap::new();
+    keys.into_iter().enumerate().map(|(j, k)| *first.entry(k).or_insert(j as i64)).collect()
+}
+
 /// For each caption, the index of the first caption with the same token ids.
 pub fn caption_groups<'a>(captions: impl IntoIterator<Item = &'a [i64]>) -> Vec<i64> {
-    let mut first: std::collections::HashMap<&[i64], i64> = std::collections::HashMap::new();
-    captions.into_iter().enumerate().map(|(j, c)| *first.entry(c).or_insert(j as i64)).collect()
+    first_equal(captions)
 }
 
 /// For each image, the index of the first image of the same dataset and named class;
 /// an image without a class gets its own index.
-pub fn class_groups(images: &[&TrainImage]) -> Vec<i64> {
-    let mut first: std::collections::HashMap<(usize, &str), i64> = std::collections::HashMap::new();
-    images
-        .iter()
-        .enumerate()
-        .map(|(j, img)| match &img.class {
-            Some(class) => *first.entry((img.dataset, class.as_str())).or_insert(j as i64),
-            None => j as i64,
-        })
-        .collect()
+pub fn class_groups<'a>(images: impl IntoIterator<Item = &'a TrainImage>) -> Vec<i64> {
+    // An image without a class is keyed by its own position, which no other key equals.
+    first_equal(
+        images
+            .into_iter()
+            .enumerate()
+            .map(|(j, img)| img.class.as_deref().map(|c| (img.dataset, c)).ok_or(j)),
+    )
 }
 
 /// The (image, caption) pairs of `epoch` in order: one random caption per image, or
@@ -279,7 +282,7 @@ pub fn make_batch(images: &[TrainImage], plan: &[(usize, usize)], b: usize, opts
         captions,
         image_ids: items.iter().map(|&(i, _)| i as i64).collect(),
         caption_groups: caption_groups(items.iter().map(|&(i, c)| images[i].captions[c].as_slice())),
-        class_groups: class_groups(&items.iter().map(|&(i, _)| &images[i]).collect::<Vec<_>>()),
+        class_groups: class_groups(items.iter().map(|&(i, _)| &images[i])),
     }
 }
 
@@ -481,7 +484,7 @@ mod tests {
         let imgs =
             [img(0, Some("beach")), img(0, None), img(1, Some("beach")), img(0, Some("beach")), img(0, None)];
         // Same dataset and class: one group; the other dataset's "beach" and unnamed images apart.
-        assert_eq!(class_groups(&imgs.iter().collect::<Vec<_>>()), vec![0, 1, 2, 0, 4]);
+        assert_eq!(class_groups(&imgs), vec![0, 1, 2, 0, 4]);
     }
 
     #[test]
