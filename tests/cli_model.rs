@@ -550,4 +550,26 @@ fn train_records_mask_same_class_and_warns_when_no_image_has_a_class() {
     typo.args(["train", "--epochs", "1", "--config"]).arg(&config_path).arg("--dataset");
     typo.arg(fixture.join("dataset.json")).args(["--out", "typo"]);
     typo.fails().error_has("loss.mask_same_class names dataset 'ucm-captoins'").error_has("(ucm-mini)");
+    // The class-placement term trains on the classes the mask keeps, with finite losses.
+    config["loss"]["mask_same_class"] = serde_json::json!(["ucm-mini"]);
+    config["loss"]["negatives"] = Value::from("softmax");
+    config["loss"]["class_pull"] = Value::from(1.0);
+    write_json(&config_path, &config);
+    train(&fixture.join("dataset.json"), "pulled");
+    assert_eq!(read_json(&dir.join("pulled/config.json"))["loss"]["class_pull"], Value::from(1.0));
+    let metrics = std::fs::read_to_string(dir.join("pulled/metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == "batch")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect();
+    assert!(!losses.is_empty() && losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
+    // Without the mask there are no classes to pull: refused, naming the field.
+    config["loss"]["mask_same_class"] = Value::Bool(false);
+    write_json(&config_path, &config);
+    let mut unmasked = dir.command();
+    unmasked.args(["train", "--epochs", "1", "--config"]).arg(&config_path).arg("--dataset");
+    unmasked.arg(fixture.join("dataset.json")).args(["--out", "unmasked"]);
+    unmasked.fails().error_has("loss.class_pull");
 }

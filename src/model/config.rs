@@ -188,6 +188,12 @@ pub struct LossConfig {
     /// `loss::excluded_pairs`). Images without a class are unaffected. Off by default.
     #[serde(default, skip_serializing_if = "SameClassMask::is_off")]
     pub mask_same_class: SameClassMask,
+    /// Weight of a class-placement term (`loss::class_pull`) beside InfoNCE: each caption
+    /// (image) is pulled towards the batch's images (captions) of its own scene class as a
+    /// group, over the other classes. Uses the classes `mask_same_class` keeps, so it needs
+    /// that on and `negatives: "softmax"`. 0 (the default, not written) leaves it out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub class_pull: f64,
     /// Temperature τ of `negatives: "softmax"` (scores are divided by it); unused by
     /// the hinge. Default 0.1 for configs without the field.
     #[serde(default = "default_temperature")]
@@ -229,6 +235,10 @@ impl SameClassMask {
 
 fn default_temperature() -> f64 {
     0.1
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// Optimiser and schedule (Sec. 4.2).
@@ -417,6 +427,7 @@ impl Config {
                 global_loss: true,
                 mask_duplicate_captions: true,
                 mask_same_class: SameClassMask::All(false),
+                class_pull: 0.0,
                 temperature: default_temperature(),
             },
             training: TrainingConfig {
@@ -538,6 +549,14 @@ impl Config {
                 self.embed_dim, self.text.gat_heads
             ));
         }
+        let loss = &self.loss;
+        if loss.class_pull != 0.0 && (loss.mask_same_class.is_off() || loss.negatives != Negatives::Softmax) {
+            return Err(format!(
+                "loss.class_pull {} needs loss.mask_same_class on (it names the classes) and \
+                 loss.negatives \"softmax\"",
+                loss.class_pull
+            ));
+        }
         Ok(())
     }
 
@@ -609,6 +628,31 @@ mod tests {
         cfg.embed_dim = 500; // not divisible by 8 heads
         let msg = Config::from_json_str(&cfg.to_json_string(), Path::new("c.json")).unwrap_err().to_string();
         assert!(msg.contains("gat_heads"), "{msg}");
+    }
+
+    #[test]
+    fn class_pull_needs_the_class_mask_and_softmax_negatives() {
+        let with = |loss: serde_json::Value| {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&Config::pvig_nano().to_json_string()).unwrap();
+            for (key, value) in loss.as_object().unwrap() {
+                v["loss"][key] = value.clone();
+            }
+            Config::from_json_str(&v.to_string(), Path::new("c.json"))
+        };
+        let ok = with(serde_json::json!({"class_pull": 0.5, "mask_same_class": ["ucm-captions"], "negatives": "softmax"}))
+            .unwrap();
+        assert_eq!(ok.loss.class_pull, 0.5);
+        assert!(ok.to_json_string().contains("class_pull"));
+        assert!(!Config::pvig_nano().to_json_string().contains("class_pull"));
+        for bad in [
+            serde_json::json!({"class_pull": 0.5, "negatives": "softmax"}),
+            serde_json::json!({"class_pull": 0.5, "mask_same_class": true}),
+            serde_json::json!({"class_pull": -1.0, "mask_same_class": true, "negatives": "softmax"}),
+        ] {
+            let msg = with(bad.clone()).unwrap_err().to_string();
+            assert!(msg.contains("class_pull"), "{bad}: {msg}");
+        }
     }
 
     #[test]

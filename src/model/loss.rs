@@ -71,10 +71,57 @@ pub fn excluded_pairs(
 }
 
 /// The ACF training loss (Eq. 15): [`triplet_loss`] on the full scores S plus, when
-/// `global_loss` is on, the same hinge on the global similarities `sim_g` (L_g).
-pub fn acf_loss(scores: &Tensor, global_sim: &Tensor, not_negative: &Tensor, cfg: &LossConfig) -> Tensor {
-    let local = triplet_loss(scores, not_negative, cfg);
-    if cfg.global_loss { local + triplet_loss(global_sim, not_negative, cfg) } else { local }
+/// `global_loss` is on, the same hinge on the global similarities `sim_g` (L_g). With
+/// `loss.class_pull` w > 0 and `same_class` given (see [`same_class_pairs`]), each of the
+/// two also gets w · [`class_pull`].
+pub fn acf_loss(
+    scores: &Tensor,
+    global_sim: &Tensor,
+    not_negative: &Tensor,
+    same_class: Option<&Tensor>,
+    cfg: &LossConfig,
+) -> Tensor {
+    let one = |s: &Tensor| {
+        let loss = triplet_loss(s, not_negative, cfg);
+        match same_class {
+            Some(same) if cfg.class_pull > 0.0 => {
+                loss + class_pull(s, not_negative, same, cfg.temperature) * cfg.class_pull
+            }
+            _ => loss,
+        }
+    };
+    let local = one(scores);
+    if cfg.global_loss { local + one(global_sim) } else { local }
+}
+
+/// (B, B) bool: the pairs of a batch whose images share a scene class (`class_groups`,
+/// B int64 as in [`excluded_pairs`]); the diagonal is always true.
+pub fn same_class_pairs(class_groups: &Tensor) -> Tensor {
+    class_groups.unsqueeze(1).eq_tensor(&class_groups.unsqueeze(0))
+}
+
+/// Class placement over a (B, B) score matrix (images × captions): for each image whose
+/// class has another member in the batch, `−log Σ_{j ∈ class} softmax_j(S_bj/τ)`, the
+/// probability InfoNCE's softmax puts on its own class's captions taken as one group, and
+/// the same for each caption over the images. Where `loss.mask_same_class` stops pushing
+/// a class's images apart, this pulls the class together against the other classes: what
+/// retrieval on a split of near-identical captions per class rewards (docs/round22).
+/// Pairs in `not_negative` outside the class stay out of the softmax; rows and columns
+/// without a classmate add 0. Summed like [`info_nce`].
+pub fn class_pull(scores: &Tensor, not_negative: &Tensor, same_class: &Tensor, temperature: f64) -> Tensor {
+    let device = scores.device();
+    let same = same_class.to_device(device);
+    let other = same.logical_not();
+    let excluded = not_negative.to_device(device).logical_and(&other);
+    let logits = (scores / temperature).masked_fill(&excluded, f64::NEG_INFINITY);
+    let in_class = logits.masked_fill(&other, f64::NEG_INFINITY);
+    let alone = same.sum_dim_intlist([1i64].as_slice(), false, Kind::Int64).le(1);
+    let cost = |dim: i64| {
+        (logits.logsumexp([dim].as_slice(), false) - in_class.logsumexp([dim].as_slice(), false))
+            .masked_fill(&alone, 0.0)
+            .sum(None::<Kind>)
+    };
+    cost(1) + cost(0)
 }
 
 #[cfg(test)]
@@ -88,6 +135,7 @@ mod tests {
             global_loss,
             mask_duplicate_captions: false,
             mask_same_class: crate::model::config::SameClassMask::All(false),
+            class_pull: 0.0,
             temperature: 0.1,
         }
     }
@@ -119,10 +167,10 @@ mod tests {
         assert!((value(&transposed) - 1.2).abs() < 1e-12);
         // L_g adds the same hinge on the global similarities, only when switched on.
         let global = matrix([[0.5, 0.6, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.5]]);
-        let with_g = acf_loss(&scores, &global, &ids, &config(Negatives::Hardest, true));
+        let with_g = acf_loss(&scores, &global, &ids, None, &config(Negatives::Hardest, true));
         // Global: row 0 hinge 0.3, column 1 hinge 0.3.
         assert!((value(&with_g) - 1.8).abs() < 1e-12, "{with_g}");
-        let without = acf_loss(&scores, &global, &ids, &config(Negatives::Hardest, false));
+        let without = acf_loss(&scores, &global, &ids, None, &config(Negatives::Hardest, false));
         assert!((value(&without) - 1.2).abs() < 1e-12);
     }
 
@@ -193,7 +241,7 @@ mod tests {
         let scores = matrix([[1.0, 0.5, 0.79], [0.5, 1.0, 0.5], [0.79, 0.5, 1.0]]);
         let ids = distinct(3);
         for negatives in [Negatives::Hardest, Negatives::Sum] {
-            let loss = acf_loss(&scores, &scores, &ids, &config(negatives, true));
+            let loss = acf_loss(&scores, &scores, &ids, None, &config(negatives, true));
             assert_eq!(value(&loss), 0.0);
         }
         // Closing the gap to less than δ makes it positive.
@@ -230,5 +278,38 @@ mod tests {
         // A perfect, well-separated batch costs almost nothing.
         let easy = matrix([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]]);
         assert!(value(&triplet_loss(&easy, &distinct(3), &cfg)) < 1e-6);
+    }
+
+    #[test]
+    fn class_pull_rewards_a_class_ranked_above_the_others() {
+        // Images 0 and 1 share a class (their captions masked as negatives); 2 is alone.
+        let rows = [[0.9, 0.6, 0.8], [0.5, 0.7, 0.6], [0.2, 0.75, 0.6]];
+        let scores = matrix(rows);
+        let classes = Tensor::from_slice(&[4i64, 4, 2]);
+        let same = same_class_pairs(&classes);
+        let not_negative = excluded_pairs(&Tensor::from_slice(&[0i64, 1, 2]), None, Some(&classes));
+        let tau = 0.1;
+        let lse = |xs: &[f64]| xs.iter().map(|x| (x / tau).exp()).sum::<f64>().ln();
+        // Rows and columns 0 and 1: every pair is in the softmax, the class {0, 1} is the
+        // target; row and column 2 have no classmate and add nothing.
+        let mut expected = 0.0;
+        for i in 0..2 {
+            let col: Vec<f64> = rows.iter().map(|r| r[i]).collect();
+            expected += lse(&rows[i]) - lse(&rows[i][..2]) + lse(&col) - lse(&col[..2]);
+        }
+        let got = value(&class_pull(&scores, &not_negative, &same, tau));
+        assert!((got - expected).abs() < 1e-9, "{got} vs {expected}");
+        // Raising a classmate's score lowers it; raising another class's raises it.
+        let closer =
+            value(&class_pull(&matrix([[0.9, 0.8, 0.8], rows[1], rows[2]]), &not_negative, &same, tau));
+        let intruder =
+            value(&class_pull(&matrix([[0.9, 0.6, 0.95], rows[1], rows[2]]), &not_negative, &same, tau));
+        assert!(closer < got && intruder > got, "{closer} < {got} < {intruder}");
+        // In the loss: w · class_pull on top of InfoNCE, on S and on sim_g; w = 0 is InfoNCE alone.
+        let off = LossConfig { negatives: Negatives::Softmax, ..config(Negatives::Sum, true) };
+        let on = LossConfig { class_pull: 0.5, ..off.clone() };
+        let infonce = value(&acf_loss(&scores, &scores, &not_negative, Some(&same), &off));
+        let pulled = value(&acf_loss(&scores, &scores, &not_negative, Some(&same), &on));
+        assert!((pulled - infonce - 2.0 * 0.5 * expected).abs() < 1e-9, "{pulled} vs {infonce} + {expected}");
     }
 }

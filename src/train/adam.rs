@@ -169,7 +169,7 @@ mod tests {
         loss_cfg.negatives = crate::model::config::Negatives::Sum;
         loss_cfg.margin = 10.0; // every hinge active, so every branch gets a gradient
         let not_negative = loss::excluded_pairs(&Tensor::from_slice(&[0i64, 1, 2]), None, None);
-        let l = loss::acf_loss(&s, &g, &not_negative, &loss_cfg);
+        let l = loss::acf_loss(&s, &g, &not_negative, None, &loss_cfg);
         adam.zero_grad();
         l.backward();
         adam.step(1e-3);
