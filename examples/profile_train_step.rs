@@ -31,7 +31,7 @@ fn main() {
         let t_txt = t.elapsed().as_secs_f64();
         let s = scoring::score_matrix(&img, &txt, &cfg.scoring);
         let g = scoring::global_similarity(&img, &txt);
-        let l = loss::acf_loss(&s, &g, &image_ids, &cfg.loss);
+        let l = loss::acf_loss(&s, &g, &image_ids, None, &cfg.loss);
         let t_score = t.elapsed().as_secs_f64();
         adam.zero_grad();
         l.backward();
