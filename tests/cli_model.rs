@@ -527,29 +527,32 @@ fn train_records_mask_same_class_and_warns_when_no_image_has_a_class() {
         image.as_object_mut().unwrap().remove("class");
     }
     write_json(&dir.join("unclassed.json"), &unclassed);
-    let train = |dataset: &Path, out: &str| {
+    // `train` with the config as written now, on `dataset` in batches of `batch`.
+    let train = |dataset: &Path, out: &str, batch: &str| {
         let mut cmd = dir.command();
-        cmd.args(["train", "--epochs", "1", "--batch-size", "8", "--val-images", "4", "--config"])
+        cmd.args(["train", "--epochs", "1", "--batch-size", batch, "--val-images", "4", "--config"])
             .arg(&config_path)
             .arg("--dataset")
             .arg(dataset)
             .arg("--images")
             .arg(fixture.join("images"))
             .args(["--out", out]);
-        cmd.succeeds()
+        cmd
     };
-    let classed = train(&fixture.join("dataset.json"), "classed");
+    let classes = fixture.join("dataset.json");
+    let classed = train(&classes, "classed", "8").succeeds();
     classed.check(!classed.stderr.contains("mask_same_class"), "classes present: no warning");
     assert_eq!(read_json(&dir.join("classed/config.json"))["loss"]["mask_same_class"], Value::Bool(true));
-    train(&dir.join("unclassed.json"), "unclassed")
+    train(&dir.join("unclassed.json"), "unclassed", "8")
+        .succeeds()
         .stderr_has("loss.mask_same_class is on but no training image");
     // A list names datasets; a name that is not being trained on is refused before any work.
     config["loss"]["mask_same_class"] = serde_json::json!(["ucm-mini", "ucm-captoins"]);
     write_json(&config_path, &config);
-    let mut typo = dir.command();
-    typo.args(["train", "--epochs", "1", "--config"]).arg(&config_path).arg("--dataset");
-    typo.arg(fixture.join("dataset.json")).args(["--out", "typo"]);
-    typo.fails().error_has("loss.mask_same_class names dataset 'ucm-captoins'").error_has("(ucm-mini)");
+    train(&classes, "typo", "8")
+        .fails()
+        .error_has("loss.mask_same_class names dataset 'ucm-captoins'")
+        .error_has("(ucm-mini)");
     // The class-placement term trains on the classes the mask keeps: one batch of all 40
     // training images (5 of each class) costs more with it than without, from the same start.
     config["loss"]["mask_same_class"] = serde_json::json!(["ucm-mini"]);
@@ -557,15 +560,7 @@ fn train_records_mask_same_class_and_warns_when_no_image_has_a_class() {
     let mut first_loss = |pull: f64, out: &str| {
         config["loss"]["class_pull"] = Value::from(pull);
         write_json(&config_path, &config);
-        let mut cmd = dir.command();
-        cmd.args(["train", "--epochs", "1", "--batch-size", "40", "--val-images", "4", "--config"])
-            .arg(&config_path)
-            .arg("--dataset")
-            .arg(fixture.join("dataset.json"))
-            .arg("--images")
-            .arg(fixture.join("images"))
-            .args(["--out", out]);
-        cmd.succeeds();
+        train(&classes, out, "40").succeeds();
         let metrics = std::fs::read_to_string(dir.join(out).join("metrics.jsonl")).unwrap();
         let first = metrics
             .lines()
@@ -581,8 +576,5 @@ fn train_records_mask_same_class_and_warns_when_no_image_has_a_class() {
     // Without the mask there are no classes to pull: refused, naming the field.
     config["loss"]["mask_same_class"] = Value::Bool(false);
     write_json(&config_path, &config);
-    let mut unmasked = dir.command();
-    unmasked.args(["train", "--epochs", "1", "--config"]).arg(&config_path).arg("--dataset");
-    unmasked.arg(fixture.join("dataset.json")).args(["--out", "unmasked"]);
-    unmasked.fails().error_has("loss.class_pull");
+    train(&classes, "unmasked", "8").fails().error_has("loss.class_pull");
 }

@@ -59,13 +59,9 @@ pub fn excluded_pairs(
     caption_groups: Option<&Tensor>,
     class_groups: Option<&Tensor>,
 ) -> Tensor {
-    let same = |ids: &Tensor| {
-        let ids = ids.to_device(image_ids.device());
-        ids.unsqueeze(1).eq_tensor(&ids.unsqueeze(0))
-    };
-    let mut excluded = same(image_ids);
+    let mut excluded = same_class_pairs(image_ids);
     for groups in [caption_groups, class_groups].into_iter().flatten() {
-        excluded = excluded.logical_or(&same(groups));
+        excluded = excluded.logical_or(&same_class_pairs(&groups.to_device(image_ids.device())));
     }
     excluded
 }
@@ -94,10 +90,11 @@ pub fn acf_loss(
     if cfg.global_loss { local + one(global_sim) } else { local }
 }
 
-/// (B, B) bool: the pairs of a batch whose images share a scene class (`class_groups`,
-/// B int64 as in [`excluded_pairs`]); the diagonal is always true.
-pub fn same_class_pairs(class_groups: &Tensor) -> Tensor {
-    class_groups.unsqueeze(1).eq_tensor(&class_groups.unsqueeze(0))
+/// (B, B) bool: the pairs of a batch with equal keys (`groups`, B int64): with the class
+/// groups of [`excluded_pairs`], the pairs whose images share a scene class. The diagonal
+/// is always true.
+pub fn same_class_pairs(groups: &Tensor) -> Tensor {
+    groups.unsqueeze(1).eq_tensor(&groups.unsqueeze(0))
 }
 
 /// Class placement over a (B, B) score matrix (images × captions): for each image whose
