@@ -59,16 +59,16 @@ pub fn excluded_pairs(
     caption_groups: Option<&Tensor>,
     class_groups: Option<&Tensor>,
 ) -> Tensor {
-    let mut excluded = same_class_pairs(image_ids);
+    let mut excluded = equal_key_pairs(image_ids);
     for groups in [caption_groups, class_groups].into_iter().flatten() {
-        excluded = excluded.logical_or(&same_class_pairs(&groups.to_device(image_ids.device())));
+        excluded = excluded.logical_or(&equal_key_pairs(&groups.to_device(image_ids.device())));
     }
     excluded
 }
 
 /// The ACF training loss (Eq. 15): [`triplet_loss`] on the full scores S plus, when
 /// `global_loss` is on, the same hinge on the global similarities `sim_g` (L_g). With
-/// `loss.class_pull` w > 0 and `same_class` given (see [`same_class_pairs`]), each of the
+/// `loss.class_pull` w > 0 and `same_class` given (see [`equal_key_pairs`]), each of the
 /// two also gets w · [`class_pull`].
 pub fn acf_loss(
     scores: &Tensor,
@@ -90,10 +90,10 @@ pub fn acf_loss(
     if cfg.global_loss { local + one(global_sim) } else { local }
 }
 
-/// (B, B) bool: the pairs of a batch with equal keys (`groups`, B int64): with the class
-/// groups of [`excluded_pairs`], the pairs whose images share a scene class. The diagonal
-/// is always true.
-pub fn same_class_pairs(groups: &Tensor) -> Tensor {
+/// (B, B) bool: the pairs of a batch with equal keys (`groups`, B int64): image ids, caption
+/// groups or, with the class groups of [`excluded_pairs`], the pairs whose images share a
+/// scene class (what `same_class` of [`acf_loss`] takes). The diagonal is always true.
+pub fn equal_key_pairs(groups: &Tensor) -> Tensor {
     groups.unsqueeze(1).eq_tensor(&groups.unsqueeze(0))
 }
 
@@ -283,7 +283,7 @@ mod tests {
         let rows = [[0.9, 0.6, 0.8], [0.5, 0.7, 0.6], [0.2, 0.75, 0.6]];
         let scores = matrix(rows);
         let classes = Tensor::from_slice(&[4i64, 4, 2]);
-        let same = same_class_pairs(&classes);
+        let same = equal_key_pairs(&classes);
         let not_negative = excluded_pairs(&Tensor::from_slice(&[0i64, 1, 2]), None, Some(&classes));
         let tau = 0.1;
         let lse = |xs: &[f64]| xs.iter().map(|x| (x / tau).exp()).sum::<f64>().ln();

@@ -320,7 +320,7 @@ pub fn train_step(
         loss_cfg.mask_duplicate_captions.then_some(&groups),
         (!loss_cfg.mask_same_class.is_off()).then_some(&classes),
     );
-    let same_class = (loss_cfg.class_pull > 0.0).then(|| loss::same_class_pairs(&classes));
+    let same_class = (loss_cfg.class_pull > 0.0).then(|| loss::equal_key_pairs(&classes));
     let loss = loss::acf_loss(&s, &g, &not_negative, same_class.as_ref(), loss_cfg);
     adam.zero_grad();
     loss.backward();
