@@ -384,7 +384,30 @@ fn calibrate_writes_a_prior_that_eval_uses_and_other_weights_refuse() {
         .arg(&other)
         .succeeds();
     let info = dir.command().args(["model", "info", "--model"]).arg(&other).succeeds();
-    assert!(info.stdout.contains("hubness prior 1 (t̄ of 50 captions)"), "{}", info.stdout);
+    assert!(
+        info.stdout.contains("hubness prior 1 (t̄ of 50 captions, bank of 50, sharpness 0)"),
+        "{}",
+        info.stdout
+    );
+
+    // The bank form (hubness_sharpness > 0) needs a prior written with a bank, and says so.
+    config["scoring"]["hubness_sharpness"] = serde_json::json!(10.0);
+    write_json(&other.join("config.json"), &config);
+    let calibrate = |bank: &str| {
+        dir.command()
+            .args(["model", "calibrate", "--split", "test", "--bank", bank, "--dataset"])
+            .arg(examples_json())
+            .arg("--model")
+            .arg(&other)
+            .succeeds()
+    };
+    assert!(calibrate("0").stdout.contains("bank of 0"));
+    let run = dir.command().args(["model", "info", "--model"]).arg(&other).fails();
+    let line = run.error_line();
+    assert!(line.contains("hubness_sharpness is 10") && line.contains("--bank"), "{line}");
+    assert!(calibrate("20").stdout.contains("bank of 20"));
+    let info = info_json(&dir, &other);
+    assert_eq!(info["prior_bank"].as_u64(), Some(20), "{info}");
 }
 
 #[test]

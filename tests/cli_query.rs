@@ -458,6 +458,19 @@ fn the_hubness_prior_moves_each_chip_by_its_own_offset_and_keeps_the_index_valid
     assert!(hi - lo > 1e-3, "the prior should move chips by different amounts: {lo}..{hi}");
     assert!(shifts.iter().all(|x| x.abs() < 2.0 + 1e-6), "|offset| is at most h · |t̄|: {lo}..{hi}");
 
+    // The caption-bank form: each chip moves by 2 · (1/β) log mean_k exp(β · v_g · t_k), a
+    // soft maximum over the bank, so by at most 2 and by at least its linear offset (the
+    // log of a mean of exponentials is at least the mean of the exponents, Jensen; the bank
+    // here holds all 50 captions, so its mean is t̄).
+    config["scoring"]["hubness_sharpness"] = serde_json::json!(10.0);
+    std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let banked = by_id(query(&dir, &index, QUERY, &args));
+    for ((id, (s, _)), linear) in before.iter().zip(&shifts) {
+        let shift = s - banked[id].0;
+        assert!(shift.abs() <= 2.0 + 1e-4, "{id}: {shift}");
+        assert!(shift >= linear - 1e-4, "{id}: the bank's offset {shift} is below the mean's {linear}");
+    }
+
     // Without its prior file the model refuses to score with h > 0, naming the file.
     std::fs::remove_file(model.join("prior.safetensors")).unwrap();
     let run =

@@ -599,6 +599,11 @@ pub enum ModelCommand {
     /// The file sits beside the weights and records their fingerprint: indexes stay valid,
     /// and a prior computed with other weights is refused. Choose h with
     /// `eval --sweep hubness_prior=0,1,2` on a validation split.
+    ///
+    /// It also keeps a bank of --bank caption vectors: with `scoring.hubness_sharpness = β > 0`
+    /// the prior subtracts h · (1/β) log mean_k exp(β · v_g · t_k) over the bank instead (an
+    /// inverted softmax: each image is compared with the captions near it, not with their
+    /// overall mean); choose β with `eval --sweep hubness_sharpness=…`.
     Calibrate {
         #[command(flatten)]
         model: ModelArgs,
@@ -608,6 +613,10 @@ pub enum ModelCommand {
         /// Split whose captions are averaged.
         #[arg(long, default_value = "train")]
         split: String,
+        /// Captions kept as the bank that `scoring.hubness_sharpness` > 0 scores against
+        /// (drawn at random, fixed seed; 4 KiB each at D = 512); 0 writes t̄ alone.
+        #[arg(long, default_value_t = 2048)]
+        bank: usize,
     },
     /// Average several models of one architecture and vocabulary into a new model directory.
     ///

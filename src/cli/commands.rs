@@ -25,8 +25,8 @@ pub fn dispatch(command: Command) -> Result<i32> {
             model_average(&models, &out, force).map(|_| OK)
         }
         Command::Model(ModelCommand::Info { model, json }) => model_info(&model, json).map(|_| OK),
-        Command::Model(ModelCommand::Calibrate { model, dataset, split }) => {
-            model_calibrate(&model, &dataset, &split).map(|_| OK)
+        Command::Model(ModelCommand::Calibrate { model, dataset, split, bank }) => {
+            model_calibrate(&model, &dataset, &split, bank).map(|_| OK)
         }
         Command::Rank { text, images, model, json } => rank(&text, &images, &model, json).map(|_| OK),
         Command::Train(args) => super::train_cmd::train(args).map(|_| OK),
@@ -243,23 +243,31 @@ pub fn embed(text: &str, format: super::args::EmbedFormat, model: &ModelArgs) ->
     Ok(())
 }
 
-fn model_calibrate(args: &ModelArgs, datasets: &[std::path::PathBuf], split: &str) -> Result<()> {
+fn model_calibrate(
+    args: &ModelArgs,
+    datasets: &[std::path::PathBuf],
+    split: &str,
+    bank: usize,
+) -> Result<()> {
     use crate::model::prior::PRIOR_FILE;
     // The prior being replaced may be the reason the model does not load (other weights):
     // load without it, as calibration does not need it.
     let loaded = super::model_arg::load_model_without_prior(args)?;
     let datasets: Vec<Dataset> = datasets.iter().map(|p| Dataset::load(p, None)).collect::<Result<_, _>>()?;
-    let prior = crate::train::calibrate::hubness_prior(&loaded.model, &loaded.fingerprint, &datasets, split)?;
+    let prior =
+        crate::train::calibrate::hubness_prior(&loaded.model, &loaded.fingerprint, &datasets, split, bank)?;
     let path = loaded.dir.join(PRIOR_FILE);
     crate::files::write_atomic(&path, &prior.to_bytes()?)
         .with_context(|| format!("cannot write {}", path.display()))?;
     let norm = prior.text_mean.iter().map(|v| v * v).sum::<f32>().sqrt();
     println!(
-        "wrote {} (mean of {} '{split}' captions, |t̄| = {norm:.3}; weights {}); scoring.hubness_prior = {} in config.json",
+        "wrote {} (mean of {} '{split}' captions, |t̄| = {norm:.3}, bank of {}; weights {}); scoring.hubness_prior = {}, hubness_sharpness = {} in config.json",
         path.display(),
         prior.captions,
+        prior.bank_rows(),
         loaded.short_fingerprint(),
-        loaded.model.config.scoring.hubness_prior
+        loaded.model.config.scoring.hubness_prior,
+        loaded.model.config.scoring.hubness_sharpness
     );
     Ok(())
 }
@@ -274,6 +282,7 @@ fn model_info(args: &ModelArgs, json: bool) -> Result<()> {
             "trainable_parameters": m.trainable_parameters(),
             "vocabulary_words": m.vocab.len(),
             "prior_captions": m.prior.as_ref().map(|p| p.captions),
+            "prior_bank": m.prior.as_ref().map(|p| p.bank_rows()),
             "config": m.config,
         });
         println!("{}", serde_json::to_string_pretty(&info)?);
@@ -298,7 +307,13 @@ fn model_info(args: &ModelArgs, json: bool) -> Result<()> {
             s.global_component,
             s.global_weight,
             match &m.prior {
-                Some(p) => format!("{} (t̄ of {} captions)", s.hubness_prior, p.captions),
+                Some(p) => format!(
+                    "{} (t̄ of {} captions, bank of {}, sharpness {})",
+                    s.hubness_prior,
+                    p.captions,
+                    p.bank_rows(),
+                    s.hubness_sharpness
+                ),
                 None => "none".to_string(),
             }
         );

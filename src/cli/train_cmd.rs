@@ -102,7 +102,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         variants.extend(sweep.variants(&model.config.scoring));
     }
     for (_, cfg) in &variants {
-        crate::model::prior::require(&loaded.dir, cfg.hubness_prior, model.prior.as_ref())?;
+        crate::model::prior::require(&loaded.dir, cfg, model.prior.as_ref())?;
     }
     for (k, (name, cfg)) in variants.into_iter().enumerate() {
         let scores = score_all(model, &set, &feats, &cfg);

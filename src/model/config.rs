@@ -148,6 +148,14 @@ pub struct ScoringConfig {
     /// (`eval --sweep hubness_prior=…`).
     #[serde(default)]
     pub hubness_prior: f64,
+    /// Sharpness β of the hubness prior. 0 (the default for configs without the field)
+    /// subtracts `h · (v_g · t̄)`; β > 0 subtracts `h · (1/β) log mean_k exp(β · v_g · t_k)`
+    /// over the caption bank of `prior.safetensors` (the inverted softmax of Smith et al.
+    /// 2017): a soft maximum over the captions near the image, so a bank drawn from caption
+    /// sets that point different ways still finds each image's hubness. Chosen by validation
+    /// (`eval --sweep hubness_sharpness=…`).
+    #[serde(default)]
+    pub hubness_sharpness: f64,
 }
 
 fn one() -> f64 {
@@ -420,6 +428,7 @@ impl Config {
                 global_component: true,
                 global_weight: 1.0,
                 hubness_prior: 0.0,
+                hubness_sharpness: 0.0,
             },
             loss: LossConfig {
                 margin: 0.2,

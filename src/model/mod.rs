@@ -133,13 +133,20 @@ impl AcfModel {
     }
 
     /// What the hubness prior subtracts from each image's scores under `cfg`,
-    /// `hubness_prior · (v_g · t̄)` as (N, 1); `None` when the weight is 0 or the model has
+    /// `hubness_prior · (v_g · t̄)` (or its caption-bank form, see `prior`) as (N, 1); `None` when the weight is 0 or the model has
     /// no prior (loading refuses a model whose own config needs one it lacks).
     pub fn prior_offsets(&self, images: &ImageFeatures, cfg: &config::ScoringConfig) -> Option<Tensor> {
         let prior = self.prior.as_ref().filter(|_| cfg.hubness_prior > 0.0)?;
-        let mean = Tensor::from_slice(&prior.text_mean)
-            .to_device(images.global.device())
-            .to_kind(images.global.kind());
-        Some(images.global.matmul(&mean).unsqueeze(1) * cfg.hubness_prior)
+        let on_images = |t: Tensor| t.to_device(images.global.device()).to_kind(images.global.kind());
+        let rows = prior.bank_rows() as i64;
+        let offset = if cfg.hubness_sharpness > 0.0 && rows > 0 {
+            // (1/β) log mean_k exp(β · v_g · t_k), as `HubnessPrior::offset`.
+            let bank = on_images(Tensor::from_slice(&prior.text_bank).view([rows, -1]));
+            let logits = images.global.matmul(&bank.tr()) * cfg.hubness_sharpness;
+            (logits.logsumexp([1], false) - (rows as f64).ln()) / cfg.hubness_sharpness
+        } else {
+            images.global.matmul(&on_images(Tensor::from_slice(&prior.text_mean)))
+        };
+        Some(offset.unsqueeze(1) * cfg.hubness_prior)
     }
 }

@@ -1,7 +1,13 @@
 //! The hubness prior of a model directory (`prior.safetensors`): t̄, the mean unit global
-//! vector of the training captions, and the fingerprint of the weights it was computed with.
+//! vector of the training captions, a bank of those captions' vectors, and the fingerprint of
+//! the weights they were computed with.
 //!
-//! With `scoring.hubness_prior = h > 0`, S'(I, T) = S(I, T) − h · (v_g · t̄). An image whose
+//! With `scoring.hubness_prior = h > 0`, S'(I, T) = S(I, T) − h · o(v_g), where the offset
+//! o(v_g) is `v_g · t̄` (`scoring.hubness_sharpness` β = 0), or with β > 0 the inverted softmax
+//! of Smith et al. (2017) over the bank t_1 … t_K, `(1/β) · log (1/K) Σ_k exp(β · v_g · t_k)`:
+//! a soft maximum that measures how close the image sits to the captions *near it* rather
+//! than to their overall mean (which, over two caption sets pointing different ways,
+//! describes neither). As β → 0 it tends to `v_g · t̄` over the bank. An image whose
 //! global vector points where captions point in general scores high against every query (a
 //! "hub", a known failure of cross-modal retrieval); subtracting its similarity to the
 //! average caption ranks images by how much better the query fits them. The term is constant
@@ -19,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
 
-use super::config::Config;
+use super::config::{Config, ScoringConfig};
 use crate::error::{AcfError, Result};
 
 /// File name inside a model directory.
@@ -28,6 +34,8 @@ pub const PRIOR_FILE: &str = "prior.safetensors";
 const TEXT_MEAN: &str = "text_mean";
 /// Metadata key: hex sha256 of the `model.safetensors` t̄ was computed with.
 const WEIGHTS_KEY: &str = "weights_sha256";
+/// Tensor holding the caption bank (K × `embed_dim` float32, unit rows); optional.
+const TEXT_BANK: &str = "text_bank";
 /// Metadata key: how many captions t̄ averages.
 const CAPTIONS_KEY: &str = "captions";
 
@@ -41,12 +49,34 @@ pub struct HubnessPrior {
     pub weights_sha256: String,
     /// Number of captions averaged.
     pub captions: usize,
+    /// The caption bank, row-major K × `embed_dim` unit global vectors drawn at random from
+    /// the captions averaged (empty when the prior was written without one); what the
+    /// offset's soft maximum runs over when `scoring.hubness_sharpness` > 0.
+    pub text_bank: Vec<f32>,
 }
 
 impl HubnessPrior {
-    /// `v_g · t̄` for a unit image global vector: what the prior subtracts, before its weight.
-    pub fn offset(&self, global: &[f32]) -> f32 {
-        super::native::linalg::dot(global, &self.text_mean)
+    /// Captions in the bank (K).
+    pub fn bank_rows(&self) -> usize {
+        if self.text_mean.is_empty() { 0 } else { self.text_bank.len() / self.text_mean.len() }
+    }
+
+    /// What the prior subtracts from the scores of an image with unit global vector
+    /// `global`, before its weight: `v_g · t̄` at `sharpness` 0, else
+    /// `(1/β) · log mean_k exp(β · v_g · t_k)` over the bank (computed with the maximum
+    /// taken out, so it neither overflows nor underflows). A sharpness without a bank falls
+    /// back to t̄ (`require` refuses that combination before scoring).
+    pub fn offset(&self, global: &[f32], sharpness: f64) -> f32 {
+        let dim = self.text_mean.len();
+        if sharpness <= 0.0 || self.text_bank.is_empty() || dim == 0 {
+            return super::native::linalg::dot(global, &self.text_mean);
+        }
+        let beta = sharpness as f32;
+        let logits: Vec<f32> =
+            self.text_bank.chunks_exact(dim).map(|t| beta * super::native::linalg::dot(global, t)).collect();
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mean_exp = logits.iter().map(|l| (l - max).exp()).sum::<f32>() / logits.len() as f32;
+        (max + mean_exp.ln()) / beta
     }
 
     /// The safetensors bytes of this prior.
@@ -63,7 +93,16 @@ impl HubnessPrior {
             (CAPTIONS_KEY.to_string(), self.captions.to_string()),
         ]
         .into();
-        safetensors::serialize([(TEXT_MEAN, view)], Some(metadata)).map_err(st_err)
+        let bank_bytes: Vec<u8> = self.text_bank.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut tensors = vec![(TEXT_MEAN, view)];
+        if !self.text_bank.is_empty() {
+            let shape = vec![self.bank_rows(), self.text_mean.len()];
+            tensors.push((
+                TEXT_BANK,
+                safetensors::tensor::TensorView::new(Dtype::F32, shape, &bank_bytes).map_err(st_err)?,
+            ));
+        }
+        safetensors::serialize(tensors, Some(metadata)).map_err(st_err)
     }
 
     /// Parses `bytes` read from `path`, checking t̄'s shape against `dim`.
@@ -85,12 +124,35 @@ impl HubnessPrior {
                 view.shape()
             )));
         }
-        let text_mean: Vec<f32> =
-            view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let floats = |data: &[u8]| -> Vec<f32> {
+            data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        };
+        let text_mean = floats(view.data());
         if text_mean.iter().any(|v| !v.is_finite()) {
             return Err(bad(format!("'{TEXT_MEAN}' has a value that is not finite")));
         }
-        Ok(HubnessPrior { text_mean, weights_sha256, captions })
+        let text_bank = match st.tensor(TEXT_BANK) {
+            Err(_) => Vec::new(),
+            Ok(bank) => {
+                if bank.dtype() != Dtype::F32
+                    || bank.shape().len() != 2
+                    || bank.shape()[1] != dim
+                    || bank.shape()[0] == 0
+                {
+                    return Err(bad(format!(
+                        "'{TEXT_BANK}' is {:?} {:?}, the model needs F32 [K, {dim}] with K ≥ 1",
+                        bank.dtype(),
+                        bank.shape()
+                    )));
+                }
+                let rows = floats(bank.data());
+                if rows.iter().any(|v| !v.is_finite()) {
+                    return Err(bad(format!("'{TEXT_BANK}' has a value that is not finite")));
+                }
+                rows
+            }
+        };
+        Ok(HubnessPrior { text_mean, weights_sha256, captions, text_bank })
     }
 }
 
@@ -99,7 +161,7 @@ impl HubnessPrior {
 /// damaged, belongs to other weights, or is missing while `config` weighs it.
 pub fn load(dir: &Path, config: &Config, fingerprint: &str) -> Result<Option<HubnessPrior>> {
     let prior = read(dir, config, fingerprint)?;
-    require(dir, config.scoring.hubness_prior, prior.as_ref())?;
+    require(dir, &config.scoring, prior.as_ref())?;
     Ok(prior)
 }
 
@@ -124,17 +186,24 @@ fn read(dir: &Path, config: &Config, fingerprint: &str) -> Result<Option<Hubness
     Ok(Some(prior))
 }
 
-/// Refuses scoring with `hubness_prior > 0` when the model has no prior, naming the fix.
-pub fn require(dir: &Path, weight: f64, prior: Option<&HubnessPrior>) -> Result<()> {
-    if weight > 0.0 && prior.is_none() {
-        return Err(AcfError::ModelMismatch {
-            path: dir.join(PRIOR_FILE),
-            reason: format!(
-                "scoring.hubness_prior is {weight} but the model has no {PRIOR_FILE}; run acf-index model calibrate, or set it to 0"
-            ),
-        });
+/// Refuses scoring with `hubness_prior > 0` when the model has no prior, or with
+/// `hubness_sharpness > 0` when its prior has no caption bank, naming the fix.
+pub fn require(dir: &Path, scoring: &ScoringConfig, prior: Option<&HubnessPrior>) -> Result<()> {
+    let weight = scoring.hubness_prior;
+    if weight <= 0.0 {
+        return Ok(());
     }
-    Ok(())
+    let reason = match prior {
+        None => format!(
+            "scoring.hubness_prior is {weight} but the model has no {PRIOR_FILE}; run acf-index model calibrate, or set it to 0"
+        ),
+        Some(p) if scoring.hubness_sharpness > 0.0 && p.text_bank.is_empty() => format!(
+            "scoring.hubness_sharpness is {} but {PRIOR_FILE} has no caption bank; rerun acf-index model calibrate (with --bank > 0), or set it to 0",
+            scoring.hubness_sharpness
+        ),
+        Some(_) => return Ok(()),
+    };
+    Err(AcfError::ModelMismatch { path: dir.join(PRIOR_FILE), reason })
 }
 
 #[cfg(test)]
@@ -142,7 +211,25 @@ mod tests {
     use super::*;
 
     fn prior() -> HubnessPrior {
-        HubnessPrior { text_mean: vec![0.5, -0.25, 0.0, 0.125], weights_sha256: "ab".repeat(32), captions: 7 }
+        HubnessPrior {
+            text_mean: vec![0.5, -0.25, 0.0, 0.125],
+            weights_sha256: "ab".repeat(32),
+            captions: 7,
+            text_bank: Vec::new(),
+        }
+    }
+
+    /// A prior whose bank holds two captions, [1, 0, 0, 0] and [0, 1, 0, 0].
+    fn banked() -> HubnessPrior {
+        HubnessPrior {
+            text_mean: vec![0.5, 0.5, 0.0, 0.0],
+            text_bank: vec![1., 0., 0., 0., 0., 1., 0., 0.],
+            ..prior()
+        }
+    }
+
+    fn scoring(h: f64, beta: f64) -> ScoringConfig {
+        ScoringConfig { hubness_prior: h, hubness_sharpness: beta, ..Config::pvig_nano().scoring }
     }
 
     fn config(dim: i64) -> Config {
@@ -168,10 +255,42 @@ mod tests {
 
     #[test]
     fn offset_is_the_dot_product_and_a_weight_without_prior_is_refused() {
-        assert!((prior().offset(&[1.0, 1.0, 1.0, 1.0]) - 0.375).abs() < 1e-6);
-        assert!(require(Path::new("m"), 0.0, None).is_ok());
-        assert!(require(Path::new("m"), 1.0, Some(&prior())).is_ok());
-        let e = require(Path::new("m"), 1.5, None).unwrap_err().to_string();
+        assert!((prior().offset(&[1.0, 1.0, 1.0, 1.0], 0.0) - 0.375).abs() < 1e-6);
+        assert!(require(Path::new("m"), &scoring(0.0, 0.0), None).is_ok());
+        assert!(require(Path::new("m"), &scoring(1.0, 0.0), Some(&prior())).is_ok());
+        let e = require(Path::new("m"), &scoring(1.5, 0.0), None).unwrap_err().to_string();
         assert!(e.contains("hubness_prior is 1.5") && e.contains("calibrate"), "{e}");
+        let e = require(Path::new("m"), &scoring(1.0, 10.0), Some(&prior())).unwrap_err().to_string();
+        assert!(e.contains("hubness_sharpness is 10") && e.contains("no caption bank"), "{e}");
+        assert!(require(Path::new("m"), &scoring(1.0, 10.0), Some(&banked())).is_ok());
+        assert!(require(Path::new("m"), &scoring(0.0, 10.0), Some(&prior())).is_ok(), "weight 0: unused");
+    }
+
+    #[test]
+    fn the_banked_offset_is_a_soft_maximum_between_the_mean_and_the_nearest_caption() {
+        let p = banked();
+        let near_first = [1.0, 0.0, 0.0, 0.0];
+        // β → 0: the mean of the dot products, v · t̄ over the bank (0.5).
+        assert!((p.offset(&near_first, 1e-4) - 0.5).abs() < 1e-3, "{}", p.offset(&near_first, 1e-4));
+        // Exactly: (1/β) log((e^β + 1) / 2).
+        let beta = 10.0f32;
+        let exact = (((beta).exp() + 1.0) / 2.0).ln() / beta;
+        assert!((p.offset(&near_first, 10.0) - exact).abs() < 1e-5);
+        // β large: the nearest caption's similarity (1), finite however large β is.
+        assert!((p.offset(&near_first, 1e4) - 1.0).abs() < 1e-3);
+        // Sharpness 0 keeps the mean form.
+        assert_eq!(p.offset(&near_first, 0.0), 0.5);
+    }
+
+    #[test]
+    fn the_bank_round_trips_and_a_damaged_bank_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PRIOR_FILE), banked().to_bytes().unwrap()).unwrap();
+        let back = load(dir.path(), &config(4), &"ab".repeat(32)).unwrap().unwrap();
+        assert_eq!((back.bank_rows(), &back.text_bank), (2, &banked().text_bank));
+        let bad = HubnessPrior { text_bank: vec![f32::NAN; 8], ..banked() };
+        std::fs::write(dir.path().join(PRIOR_FILE), bad.to_bytes().unwrap()).unwrap();
+        let e = load(dir.path(), &config(4), &"ab".repeat(32)).unwrap_err().to_string();
+        assert!(e.contains("text_bank") && e.contains("not finite"), "{e}");
     }
 }

@@ -166,6 +166,7 @@ mod tests {
             global_component: global,
             global_weight: 1.0,
             hubness_prior: 0.0,
+            hubness_sharpness: 0.0,
         }
     }
 

@@ -146,6 +146,12 @@ impl Sweep {
                     return Err(format!("hubness_prior={value}: from 0 to 10, as in config.json"));
                 }
             }
+            "hubness_sharpness" => {
+                s.hubness_sharpness = num()?;
+                if !(0.0..=100.0).contains(&s.hubness_sharpness) {
+                    return Err(format!("hubness_sharpness={value}: from 0 to 100, as in config.json"));
+                }
+            }
             "correction" => {
                 s.correction = match value {
                     "logits" => Correction::Logits,
@@ -159,7 +165,7 @@ impl Sweep {
             }
             other => {
                 return Err(format!(
-                    "cannot sweep '{other}' (p, q, lambda, global_weight, hubness_prior, correction, filtering)"
+                    "cannot sweep '{other}' (p, q, lambda, global_weight, hubness_prior, hubness_sharpness, correction, filtering)"
                 ));
             }
         }
@@ -209,5 +215,8 @@ mod sweep_tests {
         let h = parse_sweep("hubness_prior=0,1.5").unwrap().variants(&base);
         assert_eq!((h[0].1.hubness_prior, h[1].1.hubness_prior), (0.0, 1.5));
         assert!(parse_sweep("hubness_prior=-1").unwrap_err().contains("from 0 to 10"));
+        let b = parse_sweep("hubness_sharpness=0,10").unwrap().variants(&base);
+        assert_eq!((b[0].1.hubness_sharpness, b[1].1.hubness_sharpness), (0.0, 10.0));
+        assert!(parse_sweep("hubness_sharpness=101").unwrap_err().contains("from 0 to 100"));
     }
 }

@@ -845,6 +845,7 @@ pub(crate) mod tests {
             text_mean: vec![0.01; config.embed_dim as usize],
             weights_sha256: fingerprint,
             captions: 1,
+            text_bank: Vec::new(),
         };
         std::fs::write(dir.path().join(crate::model::prior::PRIOR_FILE), prior.to_bytes().unwrap()).unwrap();
         assert!(ModelDir::load(dir.path(), Device::Cpu).unwrap().model.prior.is_some());

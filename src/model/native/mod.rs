@@ -72,11 +72,13 @@ impl QueryModel {
     }
 
     /// What the hubness prior subtracts from every score of a chip with unit global vector
-    /// `global`: `hubness_prior · (v_g · t̄)`, 0 when off (see `model::prior`).
+    /// `global`: `hubness_prior · (v_g · t̄)`, or its caption-bank form when
+    /// `hubness_sharpness` > 0; 0 when off (see `model::prior`).
     pub fn prior_offset(&self, global: &[f32]) -> f32 {
         match &self.prior {
             Some(p) if self.config.scoring.hubness_prior > 0.0 => {
-                self.config.scoring.hubness_prior as f32 * p.offset(global)
+                self.config.scoring.hubness_prior as f32
+                    * p.offset(global, self.config.scoring.hubness_sharpness)
             }
             _ => 0.0,
         }
@@ -198,10 +200,13 @@ mod tests {
         let (_dir, mut model, mut native) = both(Config::pvig_nano());
         let d = 512;
         let mean: Vec<f32> = (0..d).map(|i| ((i % 7) as f32 - 3.0) * 0.01).collect();
+        let bank = Tensor::randn([5, d as i64], (Kind::Float, Device::Cpu));
+        let bank = &bank / bank.square().sum_dim_intlist(-1, true, None::<Kind>).sqrt();
         let prior = crate::model::prior::HubnessPrior {
             text_mean: mean.clone(),
             weights_sha256: native.fingerprint.clone(),
             captions: 3,
+            text_bank: to_vec(&bank),
         };
         model.prior = Some(prior.clone());
         native.prior = Some(prior);
@@ -225,6 +230,20 @@ mod tests {
                 let want = h as f32 * g.iter().zip(&mean).map(|(a, b)| a * b).sum::<f32>();
                 assert!((plain[i] - with[i] - want).abs() < 1e-5, "libtorch, image {i}, h {h}");
                 assert!((native.prior_offset(g) - want).abs() < 1e-5, "native, image {i}, h {h}");
+            }
+        }
+        // The bank form: both paths subtract h · (1/β) log mean_k exp(β · v_g · t_k).
+        let sims = to_vec(&images.global.matmul(&bank.tr()));
+        for beta in [5.0f32, 20.0] {
+            model.config.scoring.hubness_sharpness = beta as f64;
+            native.config.scoring.hubness_sharpness = beta as f64;
+            let with = to_vec(&model.score(&images, &t));
+            for i in 0..3 {
+                let mean_exp = sims[i * 5..(i + 1) * 5].iter().map(|s| (beta * s).exp()).sum::<f32>() / 5.0;
+                let want = 2.5 * mean_exp.ln() / beta;
+                assert!((plain[i] - with[i] - want).abs() < 1e-4, "libtorch, image {i}, β {beta}");
+                let g = &globals[i * d..(i + 1) * d];
+                assert!((native.prior_offset(g) - want).abs() < 1e-4, "native, image {i}, β {beta}");
             }
         }
         model.config.scoring.hubness_prior = 0.0;
