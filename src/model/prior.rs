@@ -72,11 +72,58 @@ impl HubnessPrior {
             return super::native::linalg::dot(global, &self.text_mean);
         }
         let beta = sharpness as f32;
-        let logits: Vec<f32> =
-            self.text_bank.chunks_exact(dim).map(|t| beta * super::native::linalg::dot(global, t)).collect();
+        let mut logits = vec![0f32; self.bank_rows()];
+        super::native::linalg::row_dots(global, &self.text_bank, &mut logits, dim);
+        logits.iter_mut().for_each(|l| *l *= beta);
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mean_exp = logits.iter().map(|l| (l - max).exp()).sum::<f32>() / logits.len() as f32;
         (max + mean_exp.ln()) / beta
+    }
+
+    /// [`offset`](Self::offset) of many unit global vectors at once (`globals`, row-major
+    /// n × D), equal to it within float rounding. The bank is walked in tiles that stay in
+    /// cache while a block of images is compared with them, with a running maximum per image
+    /// (an online log-sum-exp), and blocks run in parallel: stage 2 of a search computes
+    /// the offsets of all its candidates this way instead of streaming the whole bank once
+    /// per chip.
+    pub fn offsets(&self, globals: &[f32], sharpness: f64) -> Vec<f32> {
+        use rayon::prelude::*;
+        let dim = self.text_mean.len();
+        if dim == 0 {
+            return Vec::new();
+        }
+        if sharpness <= 0.0 || self.text_bank.is_empty() {
+            return globals.chunks_exact(dim).map(|g| self.offset(g, sharpness)).collect();
+        }
+        /// Images per block and bank rows per tile (each 64 × 512 floats = 128 KiB at D = 512).
+        const BLOCK: usize = 64;
+        const TILE: usize = 64;
+        let beta = sharpness as f32;
+        let log_k = (self.bank_rows() as f32).ln();
+        globals
+            .par_chunks(BLOCK * dim)
+            .flat_map_iter(|block| {
+                let n = block.len() / dim;
+                let (mut max, mut sum) = (vec![f32::NEG_INFINITY; n], vec![0f32; n]);
+                let mut dots = vec![0f32; n * TILE];
+                for tile in self.text_bank.chunks(TILE * dim) {
+                    let m = tile.len() / dim;
+                    super::native::linalg::row_dots(block, tile, &mut dots[..n * m], dim);
+                    for (i, row) in dots[..n * m].chunks_exact(m).enumerate() {
+                        for &x in row {
+                            let l = beta * x;
+                            if l > max[i] {
+                                sum[i] = sum[i] * (max[i] - l).exp() + 1.0;
+                                max[i] = l;
+                            } else {
+                                sum[i] += (l - max[i]).exp();
+                            }
+                        }
+                    }
+                }
+                (0..n).map(move |i| (max[i] + sum[i].ln() - log_k) / beta)
+            })
+            .collect()
     }
 
     /// The safetensors bytes of this prior.
@@ -280,6 +327,29 @@ mod tests {
         assert!((p.offset(&near_first, 1e4) - 1.0).abs() < 1e-3);
         // Sharpness 0 keeps the mean form.
         assert_eq!(p.offset(&near_first, 0.0), 0.5);
+    }
+
+    #[test]
+    fn offsets_of_many_images_equal_the_offset_of_each() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let dim = 16;
+        let mut unit = |n: usize| -> Vec<f32> {
+            let mut v: Vec<f32> = (0..n * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+            v.chunks_exact_mut(dim).for_each(crate::model::native::linalg::normalize);
+            v
+        };
+        // 150 bank rows (two full tiles and a part), 130 images (two full blocks and a part).
+        let p = HubnessPrior { text_mean: vec![0.01; dim], text_bank: unit(150), ..prior() };
+        let globals = unit(130);
+        for beta in [0.0, 5.0, 40.0, 100.0] {
+            let batch = p.offsets(&globals, beta);
+            assert_eq!(batch.len(), 130);
+            for (g, got) in globals.chunks_exact(dim).zip(&batch) {
+                let want = p.offset(g, beta);
+                assert!((got - want).abs() < 1e-5, "β {beta}: {got} vs {want}");
+            }
+        }
     }
 
     #[test]

@@ -256,14 +256,39 @@ pub(crate) fn score_chips(
             )));
         }
     }
-    let scores = chips
+    let mut scores: Vec<(f32, f32)> = chips
         .par_iter()
         .map_init(
             || ChipBuffers::new(k, d),
             |buf, c| buf.score(model, query, &c.nodes, c.nodes_dtype, &c.global),
         )
         .collect();
+    subtract_prior(model, chips.iter().map(|c| c.global.as_slice()), &mut scores);
     Ok(scores)
+}
+
+/// Subtracts the hubness prior's offset of each chip (raw `globals`, in the order of
+/// `scores`) from its S, all chips' offsets computed together (`QueryModel::prior_offsets`);
+/// nothing to do when the model's prior is off.
+fn subtract_prior<'a>(
+    model: &QueryModel,
+    globals: impl Iterator<Item = &'a [f32]>,
+    scores: &mut [(f32, f32)],
+) {
+    if model.prior.is_none() || model.config.scoring.hubness_prior <= 0.0 {
+        return;
+    }
+    let mut unit: Vec<f32> = Vec::with_capacity(scores.len() * model.config.embed_dim as usize);
+    for g in globals {
+        let start = unit.len();
+        unit.extend_from_slice(g);
+        crate::model::native::linalg::normalize(&mut unit[start..]);
+    }
+    if let Some(offsets) = model.prior_offsets(&unit) {
+        for ((s, _), o) in scores.iter_mut().zip(offsets) {
+            *s -= o;
+        }
+    }
 }
 
 /// One scoring thread's buffers: a chip's nodes (as read), decoded regions, its global vector.
@@ -284,7 +309,8 @@ impl ChipBuffers {
         }
     }
 
-    /// (S, sim_g) of one chip from its stored `nodes` bytes and `global` vector.
+    /// (S, sim_g) of one chip from its stored `nodes` bytes and `global` vector, before the
+    /// hubness prior (which [`subtract_prior`] takes off all chips together).
     fn score(
         &mut self,
         model: &QueryModel,
@@ -298,9 +324,7 @@ impl ChipBuffers {
         self.global.copy_from_slice(global);
         crate::model::native::linalg::normalize(&mut self.global);
         let sim_g = crate::model::native::linalg::dot(&self.global, &query.text.global);
-        let s =
-            model.score(query, &self.regions, sim_g, &mut self.scratch) - model.prior_offset(&self.global);
-        (s, sim_g)
+        (model.score(query, &self.regions, sim_g, &mut self.scratch), sim_g)
     }
 }
 
@@ -348,7 +372,14 @@ pub(crate) fn score_located(
     for e in errors {
         tracing::warn!("{e}: those candidates are skipped; rerun acf-index index --verify to repair");
     }
-    scored.into_iter().map(std::result::Result::ok).collect()
+    let (ok_at, mut ok): (Vec<usize>, Vec<(f32, f32)>) =
+        scored.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|s| (i, *s))).unzip();
+    subtract_prior(model, ok_at.iter().map(|&i| chips[i].global), &mut ok);
+    let mut out: Vec<Option<(f32, f32)>> = vec![None; chips.len()];
+    for (i, s) in ok_at.into_iter().zip(ok) {
+        out[i] = Some(s);
+    }
+    out
 }
 
 /// A chip's stored nodes (`bytes` of `dtype`) as unit-row float32 (k × D) in `out`.

@@ -71,17 +71,16 @@ impl QueryModel {
         score::score(&self.config.scoring, query, regions, sim_g, scratch)
     }
 
-    /// What the hubness prior subtracts from every score of a chip with unit global vector
-    /// `global`: `hubness_prior · (v_g · t̄)`, or its caption-bank form when
-    /// `hubness_sharpness` > 0; 0 when off (see `model::prior`).
-    pub fn prior_offset(&self, global: &[f32]) -> f32 {
-        match &self.prior {
-            Some(p) if self.config.scoring.hubness_prior > 0.0 => {
-                self.config.scoring.hubness_prior as f32
-                    * p.offset(global, self.config.scoring.hubness_sharpness)
-            }
-            _ => 0.0,
-        }
+    /// What the hubness prior subtracts from every score of each of n chips (`unit_globals`,
+    /// row-major n × D unit vectors): `hubness_prior · (v_g · t̄)`, or its caption-bank form
+    /// when `hubness_sharpness` > 0 (see `model::prior`), all chips computed together;
+    /// `None` when the prior is off, so a search without one does no work for it.
+    pub fn prior_offsets(&self, unit_globals: &[f32]) -> Option<Vec<f32>> {
+        let p = self.prior.as_ref().filter(|_| self.config.scoring.hubness_prior > 0.0)?;
+        let h = self.config.scoring.hubness_prior as f32;
+        let mut offsets = p.offsets(unit_globals, self.config.scoring.hubness_sharpness);
+        offsets.iter_mut().for_each(|o| *o *= h);
+        Some(offsets)
     }
 }
 
@@ -229,7 +228,10 @@ mod tests {
                 let g = &globals[i * d..(i + 1) * d];
                 let want = h as f32 * g.iter().zip(&mean).map(|(a, b)| a * b).sum::<f32>();
                 assert!((plain[i] - with[i] - want).abs() < 1e-5, "libtorch, image {i}, h {h}");
-                assert!((native.prior_offset(g) - want).abs() < 1e-5, "native, image {i}, h {h}");
+                assert!(
+                    (native.prior_offsets(g).unwrap()[0] - want).abs() < 1e-5,
+                    "native, image {i}, h {h}"
+                );
             }
         }
         // The bank form: both paths subtract h · (1/β) log mean_k exp(β · v_g · t_k).
@@ -243,13 +245,16 @@ mod tests {
                 let want = 2.5 * mean_exp.ln() / beta;
                 assert!((plain[i] - with[i] - want).abs() < 1e-4, "libtorch, image {i}, β {beta}");
                 let g = &globals[i * d..(i + 1) * d];
-                assert!((native.prior_offset(g) - want).abs() < 1e-4, "native, image {i}, β {beta}");
+                assert!(
+                    (native.prior_offsets(g).unwrap()[0] - want).abs() < 1e-4,
+                    "native, image {i}, β {beta}"
+                );
             }
         }
         model.config.scoring.hubness_prior = 0.0;
         native.config.scoring.hubness_prior = 0.0;
         assert_eq!(to_vec(&model.score(&images, &t)), plain, "weight 0 is off");
-        assert_eq!(native.prior_offset(&globals[..d]), 0.0);
+        assert_eq!(native.prior_offsets(&globals[..d]), None);
     }
 
     #[test]
