@@ -14,9 +14,13 @@
 # AID_SLACK=D (default 0: the rule above) applies round 19's rule instead: an epoch passes when
 # it beats the reference on UCM val and is at most D mR below it on RSICD-on-AID val (round 19
 # and later: AID_SLACK=0.3); the table then adds the mean of the two, which ranks those passing.
+# Each model is scored with its own config.json. Since round 24 models/default weighs a hubness
+# prior (h 3, β 5) and training's epochs have none (`train` sets h to 0): compare like with like,
+# either REFERENCE=a copy of the reference with scoring.hubness_prior 0, or each epoch calibrated
+# (`acf-index model calibrate`, both datasets' training captions) and given the same h and β.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 1 ] || { sed -n '2,17p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,21p' "$0" >&2; exit 2; }
 BIN=target/release/acf-index
 REFERENCE=${REFERENCE:-models/default}
 EVAL_DIR=${EVAL_DIR:-runs/select}

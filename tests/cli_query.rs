@@ -420,6 +420,12 @@ fn the_hubness_prior_moves_each_chip_by_its_own_offset_and_keeps_the_index_valid
     for file in ["config.json", "vocab.json", "model.safetensors"] {
         std::fs::copy(default.join(file), model.join(file)).unwrap();
     }
+    // The default model's own prior (if it ships one) is not copied: scoring starts without.
+    let config_path = model.join("config.json");
+    let mut config: Value = parse_json(&std::fs::read_to_string(&config_path).unwrap());
+    config["scoring"]["hubness_prior"] = serde_json::json!(0.0);
+    config["scoring"]["hubness_sharpness"] = serde_json::json!(0.0);
+    std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
     let model_arg = model.to_str().unwrap();
     let index = geotiff_index(&dir, "idx", &["--model", model_arg]);
     let by_id = |hits: Vec<Value>| -> std::collections::BTreeMap<String, (f64, f64)> {
@@ -436,7 +442,6 @@ fn the_hubness_prior_moves_each_chip_by_its_own_offset_and_keeps_the_index_valid
         .args(["model", "calibrate", "--split", "test", "--model", model_arg, "--dataset"])
         .arg(crate::util::examples_json())
         .succeeds();
-    let config_path = model.join("config.json");
     let mut config: Value = parse_json(&std::fs::read_to_string(&config_path).unwrap());
     config["scoring"]["hubness_prior"] = serde_json::json!(2.0);
     std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();

@@ -137,7 +137,8 @@ fn model_init(
     force: bool,
 ) -> Result<()> {
     refuse_non_empty(out, force)?;
-    let config = Config::preset_or_file(config)?;
+    let mut config = Config::preset_or_file(config)?;
+    crate::model::prior::drop_weight(&mut config, "the new model");
     let mut captions: Vec<String> = Vec::new();
     let mut sources = Vec::new();
     for json in vocab_from {

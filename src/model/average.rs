@@ -13,8 +13,8 @@ use crate::error::{AcfError, Result};
 
 /// The averaged model, with the sources' fingerprints (in the order given).
 pub struct Averaged {
-    /// Config, vocabulary and hubness-prior-free weights: the first source's config
-    /// (scoring included) with the mean of all sources' tensors.
+    /// Config, vocabulary and weights: the first source's config (scoring included, the
+    /// hubness prior's weight set to 0) with the mean of all sources' tensors.
     pub model: AcfModel,
     /// `(directory, fingerprint)` of every source.
     pub sources: Vec<(PathBuf, String)>,
@@ -34,6 +34,7 @@ pub fn average_models(dirs: &[PathBuf]) -> Result<Averaged> {
     let first = ModelDir::load_without_prior(first_dir, Device::Cpu)?;
     let mut sources = vec![(first.dir.clone(), first.fingerprint.clone())];
     let mut model = first.model;
+    super::prior::drop_weight(&mut model.config, "the averaged model");
     // Derived buffers (recomputed from the config, equal in every source) are not averaged.
     let mut sums: Vec<(String, Tensor)> = model
         .var_store()
@@ -113,12 +114,16 @@ mod tests {
     fn every_tensor_is_the_mean_of_the_sources() {
         let (a, b, c) =
             (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let ma = saved(1, Config::pvig_nano(), vocab(), a.path());
+        // The first source weighs a hubness prior: the mean of the weights does not.
+        let mut with_prior = Config::pvig_nano();
+        with_prior.scoring.hubness_prior = 3.0;
+        let ma = saved(1, with_prior, vocab(), a.path());
         let mb = saved(2, Config::pvig_nano(), vocab(), b.path());
         let mc = saved(3, Config::pvig_nano(), vocab(), c.path());
         let dirs = [a.path().to_path_buf(), b.path().to_path_buf(), c.path().to_path_buf()];
         let avg = average_models(&dirs).unwrap();
         assert_eq!(avg.sources.len(), 3);
+        assert_eq!(avg.model.config.scoring.hubness_prior, 0.0);
         let (va, vb, vc) =
             (ma.var_store().variables(), mb.var_store().variables(), mc.var_store().variables());
         let out = avg.model.var_store().variables();

@@ -203,6 +203,19 @@ impl HubnessPrior {
     }
 }
 
+/// Sets `config`'s prior weight to 0 for new weights (`what`: "training", "the averaged
+/// model", "the new model"), said once when it was on: a prior belongs to the weights it was
+/// computed with, so a model whose weights are new must not ask for one it does not have.
+pub fn drop_weight(config: &mut Config, what: &str) {
+    if config.scoring.hubness_prior > 0.0 {
+        tracing::warn!(
+            "scoring.hubness_prior {} set to 0 for {what}: a prior belongs to the weights it was computed with; run acf-index model calibrate on the new weights and set it again",
+            config.scoring.hubness_prior
+        );
+        config.scoring.hubness_prior = 0.0;
+    }
+}
+
 /// The prior of the model directory `dir`, whose weights have fingerprint `fingerprint`:
 /// `None` when the directory has no prior file, an error when the file cannot be read, is
 /// damaged, belongs to other weights, or is missing while `config` weighs it.

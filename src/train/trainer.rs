@@ -416,13 +416,7 @@ fn save_checkpoint(out: &Path, model: &AcfModel, adam: &Adam, state: &TrainState
 /// ask for one. Said once when the config had it on.
 fn without_prior(config: &Config) -> Config {
     let mut config = config.clone();
-    if config.scoring.hubness_prior > 0.0 {
-        tracing::warn!(
-            "scoring.hubness_prior {} set to 0 for training: the prior belongs to the weights; run acf-index model calibrate on the trained model and set it again",
-            config.scoring.hubness_prior
-        );
-        config.scoring.hubness_prior = 0.0;
-    }
+    crate::model::prior::drop_weight(&mut config, "training");
     config
 }
 
