@@ -182,6 +182,22 @@ fn served_search_equals_query_and_scenes_published_while_serving_appear_whole() 
     let hits = body["hits"].as_array().unwrap();
     assert!(!hits.is_empty());
     assert!(hits.iter().all(|h| h["scene"].as_str().unwrap().ends_with("RGB.byte.tif")));
+    // Chips of parts loaded by a refresh score as `query` scores them too (the default
+    // model's hubness prior included: served from offsets computed once per part).
+    let run = dir
+        .command()
+        .args(["query", "--device", "cpu", "--format", "json", "--top-k", "5", "--scene", "*RGB.byte*"])
+        .arg("--index")
+        .arg(&index)
+        .arg("buildings")
+        .succeeds();
+    let cli: Vec<Value> = run.stdout_lines().iter().map(|l| parse_json(l)).collect();
+    assert_eq!(cli.len(), hits.len());
+    for (s, c) in hits.iter().zip(&cli) {
+        assert_eq!(s["chip_id"], c["chip_id"]);
+        let (a, b) = (s["score"].as_f64().unwrap(), c["score"].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-4, "served {a} vs query {b}");
+    }
 }
 
 #[test]

@@ -242,6 +242,7 @@ fn bench_served(
     let (index, _) = IndexDir::open(dir)?;
     let start = Instant::now();
     let snap = Snapshot::load(&index, model.config().embed_dim as usize, None)?;
+    super::served::prepare_prior(model, &snap);
     tracing::info!(
         "served snapshot of {} chips loaded in {:.0} ms",
         snap.chips(),

@@ -209,7 +209,7 @@ pub fn search(
                 global: &d.globals[i],
             })
         };
-        let kept = score_candidates(model, &encoded[qi], cands, located, |at| chips.get(&at))?;
+        let kept = score_candidates(model, &encoded[qi], cands, located, |at| chips.get(&at), None)?;
         tracing::debug!(ms = scoring.elapsed().as_secs_f64() * 1e3, chips = kept.len(), "stage 2: scored");
         let scores: Vec<(f32, f32)> = kept.iter().map(|(_, s)| *s).collect();
         ranked.push(rank(&scores, opts.top_k).into_iter().map(|i| kept[i]).collect());
@@ -246,6 +246,17 @@ pub(crate) fn score_chips(
     chips: &[&StoredChip],
     query: &ScoringQuery,
 ) -> Result<Vec<(f32, f32)>> {
+    score_chips_with(model, chips, query, true)
+}
+
+/// [`score_chips`], with the hubness prior subtracted only when `with_prior` (the caller
+/// that knows the chips' offsets already subtracts them itself).
+fn score_chips_with(
+    model: &QueryModel,
+    chips: &[&StoredChip],
+    query: &ScoringQuery,
+    with_prior: bool,
+) -> Result<Vec<(f32, f32)>> {
     let d = model.config.embed_dim as usize;
     let k = model.config.image.region_grid.pow(2) as usize;
     for c in chips {
@@ -263,7 +274,9 @@ pub(crate) fn score_chips(
             |buf, c| buf.score(model, query, &c.nodes, c.nodes_dtype, &c.global),
         )
         .collect();
-    subtract_prior(model, chips.iter().map(|c| c.global.as_slice()), &mut scores);
+    if with_prior {
+        subtract_prior(model, chips.iter().map(|c| c.global.as_slice()), &mut scores);
+    }
     Ok(scores)
 }
 
@@ -340,11 +353,13 @@ pub(crate) struct Located<'a> {
 }
 
 /// (S, sim_g) of `query` against every located chip, chips in parallel; `None` for a chip
-/// whose bytes cannot be read (each distinct error is logged once).
+/// whose bytes cannot be read (each distinct error is logged once). The hubness prior is
+/// subtracted only when `with_prior` (see [`score_candidates`]).
 pub(crate) fn score_located(
     model: &QueryModel,
     chips: &[Located<'_>],
     query: &ScoringQuery,
+    with_prior: bool,
 ) -> Vec<Option<(f32, f32)>> {
     let d = model.config.embed_dim as usize;
     let k = model.config.image.region_grid.pow(2) as usize;
@@ -374,7 +389,9 @@ pub(crate) fn score_located(
     }
     let (ok_at, mut ok): (Vec<usize>, Vec<(f32, f32)>) =
         scored.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|s| (i, *s))).unzip();
-    subtract_prior(model, ok_at.iter().map(|&i| chips[i].global), &mut ok);
+    if with_prior {
+        subtract_prior(model, ok_at.iter().map(|&i| chips[i].global), &mut ok);
+    }
     let mut out: Vec<Option<(f32, f32)>> = vec![None; chips.len()];
     for (i, s) in ok_at.into_iter().zip(ok) {
         out[i] = Some(s);
@@ -436,14 +453,18 @@ impl DirectRows {
 
 /// (S, sim_g) of `query` for each candidate, in the candidates' (stage 1) order: located ones
 /// read and scored by [`score_located`], the others from their read rows by [`score_chips`];
-/// candidates that are neither, or whose bytes cannot be read, drop out.
+/// candidates that are neither, or whose bytes cannot be read, drop out. The hubness
+/// prior's offsets are computed from the candidates' global vectors, or taken from
+/// `known_offset` where the caller keeps every chip's (`serve`: computed once per part).
 pub(crate) fn score_candidates<'a>(
     model: &QueryModel,
     query: &ScoringQuery,
     candidates: &[Candidate],
     mut located: impl FnMut(RowRef) -> Option<Located<'a>>,
     stored: impl Fn(RowRef) -> Option<&'a StoredChip>,
+    known_offset: Option<&dyn Fn(RowRef) -> f32>,
 ) -> Result<Vec<(RowRef, (f32, f32))>> {
+    let with_prior = known_offset.is_none();
     let (mut placed_at, mut placed) = (Vec::new(), Vec::new());
     let (mut rows_at, mut rows) = (Vec::new(), Vec::new());
     for (i, c) in candidates.iter().enumerate() {
@@ -457,12 +478,18 @@ pub(crate) fn score_candidates<'a>(
     }
     let mut scored: Vec<(usize, (f32, f32))> = placed_at
         .into_iter()
-        .zip(score_located(model, &placed, query))
+        .zip(score_located(model, &placed, query, with_prior))
         .filter_map(|(i, s)| s.map(|s| (i, s)))
         .collect();
-    scored.extend(rows_at.into_iter().zip(score_chips(model, &rows, query)?));
+    scored.extend(rows_at.into_iter().zip(score_chips_with(model, &rows, query, with_prior)?));
     scored.sort_unstable_by_key(|(i, _)| *i);
-    Ok(scored.into_iter().map(|(i, s)| (candidates[i].at, s)).collect())
+    Ok(scored
+        .into_iter()
+        .map(|(i, (s, sim_g))| {
+            let at = candidates[i].at;
+            (at, (s - known_offset.map_or(0.0, |f| f(at)), sim_g))
+        })
+        .collect())
 }
 
 /// The part files `wanted` (indexes into `files`), opened (footer and page index parsed) in

@@ -100,7 +100,12 @@ pub fn search_snapshot(
         })
         .collect();
     let read: std::collections::HashMap<RowRef, StoredChip> = read.into_iter().flatten().collect();
-    let kept = score_candidates(model, &encoded, &candidates, |at| places.remove(&at), |at| read.get(&at))?;
+    // The hubness prior is a constant per chip: taken from each part's offsets, computed
+    // once (see `prepare_prior`), instead of from the bank on every search.
+    let known = |at: RowRef| snap.slices[at.file].part.row_offsets(|g| prior_offsets(model, g))[at.row];
+    let known: Option<&dyn Fn(RowRef) -> f32> = if prior_on(model) { Some(&known) } else { None };
+    let kept =
+        score_candidates(model, &encoded, &candidates, |at| places.remove(&at), |at| read.get(&at), known)?;
     let scores: Vec<(f32, f32)> = kept.iter().map(|(_, s)| *s).collect();
     result.scored = kept.len();
     tracing::debug!(ms = start.elapsed().as_secs_f64() * 1e3, "stage 2: read and scored");
@@ -132,6 +137,34 @@ pub fn search_snapshot(
         return Err(AcfError::InvalidArgument("the index holds no chips yet".into()));
     }
     Ok(result)
+}
+
+/// Computes the hubness prior's offset of every chip of `snap` that has none yet (the parts
+/// a refresh loaded), parts in parallel, so that searches only look them up: `serve` calls
+/// it after each load. Nothing to do when the model's prior is off.
+pub fn prepare_prior(model: &QueryModel, snap: &Snapshot) {
+    if !prior_on(model) {
+        return;
+    }
+    let start = Instant::now();
+    let parts: Vec<_> = snap.parts().collect();
+    parts.par_iter().for_each(|p| {
+        p.row_offsets(|g| prior_offsets(model, g));
+    });
+    tracing::debug!(ms = start.elapsed().as_secs_f64() * 1e3, "hubness prior offsets ready");
+}
+
+/// Whether `model` scores with a hubness prior.
+fn prior_on(model: &QueryModel) -> bool {
+    model.prior.is_some() && model.config.scoring.hubness_prior > 0.0
+}
+
+/// The prior's offsets of row-major `globals` (normalised here, as stage 2 does).
+fn prior_offsets(model: &QueryModel, globals: &[f32]) -> Vec<f32> {
+    let d = model.config.embed_dim as usize;
+    let mut unit = globals.to_vec();
+    unit.chunks_exact_mut(d).for_each(crate::model::native::linalg::normalize);
+    model.prior_offsets(&unit).unwrap_or_else(|| vec![0.0; globals.len() / d])
 }
 
 /// The candidates' features, their `global` from memory (see [`PartFile::read_features`]).

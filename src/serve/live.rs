@@ -31,6 +31,9 @@ pub struct LiveIndex {
     index: IndexDir,
     model_fingerprint: String,
     dim: usize,
+    /// The model searches score with: each new snapshot gets its hubness-prior offsets from
+    /// it before it is swapped in, so no search pays for them.
+    model: Arc<QueryModel>,
     current: RwLock<Arc<Snapshot>>,
     /// The stamp of the last load and when it was taken.
     stamp: std::sync::Mutex<Option<(Stamp, Instant)>>,
@@ -40,13 +43,14 @@ pub struct LiveIndex {
 
 impl LiveIndex {
     /// Opens the index for `model` (which must be the index's) and loads it.
-    pub fn open(root: &Path, model: &QueryModel) -> Result<LiveIndex> {
-        let index = crate::search::engine::open_for(root, model)?;
+    pub fn open(root: &Path, model: Arc<QueryModel>) -> Result<LiveIndex> {
+        let index = crate::search::engine::open_for(root, &model)?;
         let live = LiveIndex {
             root: root.to_path_buf(),
             index,
             model_fingerprint: model.fingerprint.clone(),
             dim: model.config.embed_dim as usize,
+            model,
             current: RwLock::new(Arc::new(Snapshot::default())),
             stamp: std::sync::Mutex::new(None),
             loaded_at: RwLock::new(SystemTime::now()),
@@ -91,6 +95,7 @@ impl LiveIndex {
         let start = Instant::now();
         let previous = self.snapshot();
         let next = Snapshot::load(&self.index, self.dim, Some(&previous))?;
+        crate::search::served::prepare_prior(&self.model, &next);
         for (scene, why) in &next.damaged {
             if !previous.damaged.iter().any(|(s, _)| s == scene) {
                 tracing::warn!("{scene}: not searched: {why}; rerun acf-index index to repair");

@@ -31,8 +31,9 @@ pub struct ServeOptions {
 /// Serves until SIGINT or SIGTERM; `ready` is called with the bound address once the
 /// index is loaded and the socket listens.
 pub fn serve(model: QueryModel, opts: &ServeOptions, ready: impl FnOnce(SocketAddr)) -> Result<()> {
-    let index = live::LiveIndex::open(&opts.index, &model)?;
-    let state = Arc::new(api::AppState::new(Arc::new(model), index, opts.limits.clone()));
+    let model = Arc::new(model);
+    let index = live::LiveIndex::open(&opts.index, model.clone())?;
+    let state = Arc::new(api::AppState::new(model, index, opts.limits.clone()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("acf-serve")

@@ -44,6 +44,9 @@ pub struct LoadedPart {
     /// Row-major `rows × dim` global vectors.
     pub globals: Vec<f32>,
     pub dim: usize,
+    /// A per-row constant that the searcher derives from `globals` (the hubness prior's
+    /// offsets), computed once and kept with the part, so across refreshes too.
+    row_offsets: std::sync::OnceLock<Vec<f32>>,
 }
 
 impl LoadedPart {
@@ -58,6 +61,7 @@ impl LoadedPart {
             chips: Vec::with_capacity(rows),
             globals: Vec::with_capacity(rows * dim),
             dim,
+            row_offsets: std::sync::OnceLock::new(),
         };
         let mut scene_ids: HashMap<String, u32> = HashMap::new();
         file.read(None, 4096, CATALOG_COLUMNS, |batch| {
@@ -92,6 +96,12 @@ impl LoadedPart {
     /// The global vector of row `row`.
     pub fn global(&self, row: usize) -> &[f32] {
         &self.globals[row * self.dim..(row + 1) * self.dim]
+    }
+
+    /// Every row's offset, from `compute(globals)` the first time it is asked for (one
+    /// searcher, so one model, per loaded part: `serve` and `bench query`).
+    pub fn row_offsets(&self, compute: impl FnOnce(&[f32]) -> Vec<f32>) -> &[f32] {
+        self.row_offsets.get_or_init(|| compute(&self.globals))
     }
 
     /// The scene path of row `row`.
@@ -210,6 +220,11 @@ impl Snapshot {
     /// Chips searched.
     pub fn chips(&self) -> usize {
         self.slices.iter().map(|s| s.rows.len()).sum()
+    }
+
+    /// The loaded parts (each once).
+    pub fn parts(&self) -> impl Iterator<Item = &Arc<LoadedPart>> {
+        self.parts.values()
     }
 
     /// Part files held open.
