@@ -84,6 +84,20 @@ fn init_creates_a_complete_model_directory() {
 }
 
 #[test]
+fn init_from_a_config_that_weighs_a_prior_makes_a_loadable_model_without_one() {
+    // The shipped model's config weighs its hubness prior; new weights have none.
+    let dir = Dir::new();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default/config.json");
+    let mut config = read_json(&shipped);
+    config["scoring"]["hubness_prior"] = serde_json::json!(3.0);
+    write_json(&dir.join("c.json"), &config);
+    let run = init_args(&dir, dir.join("c.json").to_str().unwrap()).args(["--out", "m"]).succeeds();
+    run.stderr_has("hubness_prior 3 set to 0");
+    assert_eq!(read_json(&dir.join("m/config.json"))["scoring"]["hubness_prior"], 0.0);
+    dir.command().args(["model", "info", "--model"]).arg(dir.join("m")).succeeds();
+}
+
+#[test]
 fn info_reloads_the_model_and_reports_its_fingerprint() {
     let dir = Dir::new();
     let model = dir.init_model("m");
@@ -390,22 +404,27 @@ fn calibrate_writes_a_prior_that_eval_uses_and_other_weights_refuse() {
         info.stdout
     );
 
-    // The bank form (hubness_sharpness > 0) needs a prior written with a bank, and says so.
-    config["scoring"]["hubness_sharpness"] = serde_json::json!(10.0);
-    write_json(&other.join("config.json"), &config);
+    // The bank form (hubness_sharpness > 0) needs a prior written with a bank, and says so:
+    // a prior without one, whose config is then set to the bank form, is refused on load...
     let calibrate = |bank: &str| {
-        dir.command()
-            .args(["model", "calibrate", "--split", "test", "--bank", bank, "--dataset"])
+        let mut cmd = dir.command();
+        cmd.args(["model", "calibrate", "--split", "test", "--bank", bank, "--dataset"])
             .arg(examples_json())
             .arg("--model")
-            .arg(&other)
-            .succeeds()
+            .arg(&other);
+        cmd
     };
-    assert!(calibrate("0").stdout.contains("bank of 0"));
+    assert!(calibrate("0").succeeds().stdout.contains("bank of 0"));
+    config["scoring"]["hubness_sharpness"] = serde_json::json!(10.0);
+    write_json(&other.join("config.json"), &config);
     let run = dir.command().args(["model", "info", "--model"]).arg(&other).fails();
     let line = run.error_line();
     assert!(line.contains("hubness_sharpness is 10") && line.contains("--bank"), "{line}");
-    assert!(calibrate("20").stdout.contains("bank of 20"));
+    // ...and calibrate will not write one for such a config.
+    let run = calibrate("0").fails();
+    let line = run.error_line();
+    assert!(line.contains("--bank 0") && line.contains("hubness_sharpness 10"), "{line}");
+    assert!(calibrate("20").succeeds().stdout.contains("bank of 20"));
     let info = info_json(&dir, &other);
     assert_eq!(info["prior_bank"].as_u64(), Some(20), "{info}");
 }

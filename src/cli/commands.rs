@@ -254,6 +254,14 @@ fn model_calibrate(
     // The prior being replaced may be the reason the model does not load (other weights):
     // load without it, as calibration does not need it.
     let loaded = super::model_arg::load_model_without_prior(args)?;
+    let scoring = &loaded.model.config.scoring;
+    if bank == 0 && scoring.hubness_prior > 0.0 && scoring.hubness_sharpness > 0.0 {
+        bail!(
+            "--bank 0: {}'s config.json scores with hubness_sharpness {}, which needs a caption bank; give --bank > 0 or set hubness_sharpness to 0 first",
+            loaded.dir.display(),
+            scoring.hubness_sharpness
+        );
+    }
     let datasets: Vec<Dataset> = datasets.iter().map(|p| Dataset::load(p, None)).collect::<Result<_, _>>()?;
     let prior =
         crate::train::calibrate::hubness_prior(&loaded.model, &loaded.fingerprint, &datasets, split, bank)?;
