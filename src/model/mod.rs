@@ -18,7 +18,7 @@ pub mod views;
 pub mod vig;
 pub mod vocab;
 
-use tch::{Device, Tensor, nn};
+use tch::{Device, Kind, Tensor, nn};
 
 pub use config::Config;
 pub use features::{ImageFeatures, TextFeatures};
@@ -142,8 +142,12 @@ impl AcfModel {
         let offset = if cfg.hubness_sharpness > 0.0 && rows > 0 {
             // (1/β) log mean_k exp(β · v_g · t_k), as `HubnessPrior::offset`.
             let bank = on_images(Tensor::from_slice(&prior.text_bank).view([rows, -1]));
-            let logits = images.global.matmul(&bank.tr()) * cfg.hubness_sharpness;
-            (logits.logsumexp([1], false) - (rows as f64).ln()) / cfg.hubness_sharpness
+            // Written as `prior::soft_maximum` (max + log1p of the mean of expm1, in f64),
+            // which stays exact as β → 0.
+            let logits = (images.global.matmul(&bank.tr()) * cfg.hubness_sharpness).to_kind(Kind::Double);
+            let max = logits.amax([1], true);
+            let mean = (&logits - &max).expm1().mean_dim(&[1i64][..], false, Kind::Double);
+            ((max.squeeze_dim(1) + mean.log1p()) / cfg.hubness_sharpness).to_kind(images.global.kind())
         } else {
             images.global.matmul(&on_images(Tensor::from_slice(&prior.text_mean)))
         };

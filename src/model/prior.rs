@@ -75,9 +75,7 @@ impl HubnessPrior {
         let mut logits = vec![0f32; self.bank_rows()];
         super::native::linalg::row_dots(global, &self.text_bank, &mut logits, dim);
         logits.iter_mut().for_each(|l| *l *= beta);
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mean_exp = logits.iter().map(|l| (l - max).exp()).sum::<f32>() / logits.len() as f32;
-        (max + mean_exp.ln()) / beta
+        soft_maximum(&logits, beta)
     }
 
     /// [`offset`](Self::offset) of many unit global vectors at once (`globals`, row-major
@@ -98,7 +96,6 @@ impl HubnessPrior {
         const BLOCK: usize = 64;
         let beta = sharpness as f32;
         let k = self.bank_rows();
-        let log_k = (k as f32).ln();
         globals
             .par_chunks(BLOCK * dim)
             .flat_map_iter(|block| {
@@ -127,14 +124,7 @@ impl HubnessPrior {
                         1,
                     );
                 }
-                logits
-                    .chunks_exact(k)
-                    .map(|row| {
-                        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                        let sum: f32 = row.iter().map(|l| (l - max).exp()).sum();
-                        (max + sum.ln() - log_k) / beta
-                    })
-                    .collect::<Vec<f32>>()
+                logits.chunks_exact(k).map(|row| soft_maximum(row, beta)).collect::<Vec<f32>>()
             })
             .collect()
     }
@@ -214,6 +204,17 @@ impl HubnessPrior {
         };
         Ok(HubnessPrior { text_mean, weights_sha256, captions, text_bank })
     }
+}
+
+/// `(1/β) · log mean_k exp(l_k)` of `logits` l_k = β · v_g · t_k, written as
+/// `(l_max + log1p(mean_k expm1(l_k − l_max))) / β` with the mean taken in f64: exact to
+/// float rounding for any β > 0, where the plain log-sum-exp, whose log is taken of a sum
+/// near K and then divided by β, loses every digit as β → 0 (at β = 1e-6 it was off by
+/// more than 1; the limit is the mean of v_g · t_k).
+fn soft_maximum(logits: &[f32], beta: f32) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mean = logits.iter().map(|&l| f64::from((l - max).exp_m1())).sum::<f64>() / logits.len() as f64;
+    ((f64::from(max) + mean.ln_1p()) / f64::from(beta)) as f32
 }
 
 /// Sets `config`'s prior weight to 0 for new weights (`what`: "training", "the averaged
@@ -345,6 +346,12 @@ mod tests {
         let near_first = [1.0, 0.0, 0.0, 0.0];
         // β → 0: the mean of the dot products, v · t̄ over the bank (0.5).
         assert!((p.offset(&near_first, 1e-4) - 0.5).abs() < 1e-3, "{}", p.offset(&near_first, 1e-4));
+        // However small β is (the plain log-sum-exp lost every digit here).
+        for beta in [1e-6, 1e-8, 1e-12] {
+            let got = p.offset(&near_first, beta);
+            assert!((got - 0.5).abs() < 1e-5, "β {beta}: {got}");
+            assert!((p.offsets(&near_first, beta)[0] - 0.5).abs() < 1e-5, "β {beta}, batched");
+        }
         // Exactly: (1/β) log((e^β + 1) / 2).
         let beta = 10.0f32;
         let exact = (((beta).exp() + 1.0) / 2.0).ln() / beta;
@@ -365,7 +372,7 @@ mod tests {
             v.chunks_exact_mut(dim).for_each(crate::model::native::linalg::normalize);
             v
         };
-        // 150 bank rows (two full tiles and a part), 130 images (two full blocks and a part).
+        // 150 bank rows, 130 images (two full blocks of 64 and a part).
         let p = HubnessPrior { text_mean: vec![0.01; dim], text_bank: unit(150), ..prior() };
         let globals = unit(130);
         for beta in [0.0, 5.0, 40.0, 100.0] {

@@ -251,6 +251,16 @@ mod tests {
                 );
             }
         }
+        // As β → 0 both tend to h · mean_k (v_g · t_k), however small β is.
+        model.config.scoring.hubness_sharpness = 1e-7;
+        native.config.scoring.hubness_sharpness = 1e-7;
+        let with = to_vec(&model.score(&images, &t));
+        for i in 0..3 {
+            let want = 2.5 * sims[i * 5..(i + 1) * 5].iter().sum::<f32>() / 5.0;
+            assert!((plain[i] - with[i] - want).abs() < 1e-4, "libtorch, image {i}, β 1e-7");
+            let g = &globals[i * d..(i + 1) * d];
+            assert!((native.prior_offsets(g).unwrap()[0] - want).abs() < 1e-4, "native, image {i}, β 1e-7");
+        }
         model.config.scoring.hubness_prior = 0.0;
         native.config.scoring.hubness_prior = 0.0;
         assert_eq!(to_vec(&model.score(&images, &t)), plain, "weight 0 is off");
