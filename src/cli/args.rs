@@ -614,7 +614,7 @@ pub enum ModelCommand {
         #[arg(long, default_value = "train")]
         split: String,
         /// Captions kept as the bank that `scoring.hubness_sharpness` > 0 scores against
-        /// (drawn at random, fixed seed; 4 KiB each at D = 512); 0 writes t̄ alone.
+        /// (drawn at random, fixed seed; 2 KiB each at D = 512); 0 writes t̄ alone.
         #[arg(long, default_value_t = 2048)]
         bank: usize,
     },

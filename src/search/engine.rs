@@ -274,34 +274,21 @@ fn score_chips_with(
             |buf, c| buf.score(model, query, &c.nodes, c.nodes_dtype, &c.global),
         )
         .collect();
-    if with_prior {
-        subtract_prior(model, chips.iter().map(|c| c.global.as_slice()), &mut scores);
+    if with_prior && let Some(offsets) = prior_offsets_of(model, chips.iter().map(|c| c.global.as_slice())) {
+        scores.iter_mut().zip(offsets).for_each(|((s, _), o)| *s -= o);
     }
     Ok(scores)
 }
 
-/// Subtracts the hubness prior's offset of each chip (raw `globals`, in the order of
-/// `scores`) from its S, all chips' offsets computed together (`QueryModel::prior_offsets`);
-/// nothing to do when the model's prior is off.
-fn subtract_prior<'a>(
-    model: &QueryModel,
-    globals: impl Iterator<Item = &'a [f32]>,
-    scores: &mut [(f32, f32)],
-) {
-    if model.prior.is_none() || model.config.scoring.hubness_prior <= 0.0 {
-        return;
+/// The hubness prior's offsets of chips with these (stored) `globals`, all computed
+/// together (`QueryModel::prior_offsets`); `None`, without gathering anything, when the
+/// model's prior is off.
+fn prior_offsets_of<'a>(model: &QueryModel, globals: impl Iterator<Item = &'a [f32]>) -> Option<Vec<f32>> {
+    if !model.has_prior() {
+        return None;
     }
-    let mut unit: Vec<f32> = Vec::with_capacity(scores.len() * model.config.embed_dim as usize);
-    for g in globals {
-        let start = unit.len();
-        unit.extend_from_slice(g);
-        crate::model::native::linalg::normalize(&mut unit[start..]);
-    }
-    if let Some(offsets) = model.prior_offsets(&unit) {
-        for ((s, _), o) in scores.iter_mut().zip(offsets) {
-            *s -= o;
-        }
-    }
+    let all: Vec<f32> = globals.flatten().copied().collect();
+    model.prior_offsets(&all)
 }
 
 /// One scoring thread's buffers: a chip's nodes (as read), decoded regions, its global vector.
@@ -323,7 +310,7 @@ impl ChipBuffers {
     }
 
     /// (S, sim_g) of one chip from its stored `nodes` bytes and `global` vector, before the
-    /// hubness prior (which [`subtract_prior`] takes off all chips together).
+    /// hubness prior (whose offsets [`prior_offsets_of`] computes for all chips together).
     fn score(
         &mut self,
         model: &QueryModel,
@@ -387,14 +374,13 @@ pub(crate) fn score_located(
     for e in errors {
         tracing::warn!("{e}: those candidates are skipped; rerun acf-index index --verify to repair");
     }
-    let (ok_at, mut ok): (Vec<usize>, Vec<(f32, f32)>) =
-        scored.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|s| (i, *s))).unzip();
-    if with_prior {
-        subtract_prior(model, ok_at.iter().map(|&i| chips[i].global), &mut ok);
-    }
-    let mut out: Vec<Option<(f32, f32)>> = vec![None; chips.len()];
-    for (i, s) in ok_at.into_iter().zip(ok) {
-        out[i] = Some(s);
+    let mut out: Vec<Option<(f32, f32)>> = scored.into_iter().map(std::result::Result::ok).collect();
+    if with_prior && let Some(offsets) = prior_offsets_of(model, chips.iter().map(|c| c.global)) {
+        out.iter_mut().zip(offsets).for_each(|(s, o)| {
+            if let Some((s, _)) = s {
+                *s -= o;
+            }
+        });
     }
     out
 }

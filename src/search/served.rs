@@ -103,7 +103,7 @@ pub fn search_snapshot(
     // The hubness prior is a constant per chip: taken from each part's offsets, computed
     // once (see `prepare_prior`), instead of from the bank on every search.
     let known = |at: RowRef| snap.slices[at.file].part.row_offsets(|g| prior_offsets(model, g))[at.row];
-    let known: Option<&dyn Fn(RowRef) -> f32> = if prior_on(model) { Some(&known) } else { None };
+    let known: Option<&dyn Fn(RowRef) -> f32> = if model.has_prior() { Some(&known) } else { None };
     let kept =
         score_candidates(model, &encoded, &candidates, |at| places.remove(&at), |at| read.get(&at), known)?;
     let scores: Vec<(f32, f32)> = kept.iter().map(|(_, s)| *s).collect();
@@ -143,7 +143,7 @@ pub fn search_snapshot(
 /// a refresh loaded), parts in parallel, so that searches only look them up: `serve` calls
 /// it after each load. Nothing to do when the model's prior is off.
 pub fn prepare_prior(model: &QueryModel, snap: &Snapshot) {
-    if !prior_on(model) {
+    if !model.has_prior() {
         return;
     }
     let start = Instant::now();
@@ -154,17 +154,10 @@ pub fn prepare_prior(model: &QueryModel, snap: &Snapshot) {
     tracing::debug!(ms = start.elapsed().as_secs_f64() * 1e3, "hubness prior offsets ready");
 }
 
-/// Whether `model` scores with a hubness prior.
-fn prior_on(model: &QueryModel) -> bool {
-    model.prior.is_some() && model.config.scoring.hubness_prior > 0.0
-}
-
-/// The prior's offsets of row-major `globals` (normalised here, as stage 2 does).
+/// The prior's offsets of a part's row-major `globals` (zeros when it is off).
 fn prior_offsets(model: &QueryModel, globals: &[f32]) -> Vec<f32> {
     let d = model.config.embed_dim as usize;
-    let mut unit = globals.to_vec();
-    unit.chunks_exact_mut(d).for_each(crate::model::native::linalg::normalize);
-    model.prior_offsets(&unit).unwrap_or_else(|| vec![0.0; globals.len() / d])
+    model.prior_offsets(globals).unwrap_or_else(|| vec![0.0; globals.len() / d])
 }
 
 /// The candidates' features, their `global` from memory (see [`PartFile::read_features`]).

@@ -71,14 +71,21 @@ impl QueryModel {
         score::score(&self.config.scoring, query, regions, sim_g, scratch)
     }
 
-    /// What the hubness prior subtracts from every score of each of n chips (`unit_globals`,
-    /// row-major n × D unit vectors): `hubness_prior · (v_g · t̄)`, or its caption-bank form
-    /// when `hubness_sharpness` > 0 (see `model::prior`), all chips computed together;
-    /// `None` when the prior is off, so a search without one does no work for it.
-    pub fn prior_offsets(&self, unit_globals: &[f32]) -> Option<Vec<f32>> {
-        let p = self.prior.as_ref().filter(|_| self.config.scoring.hubness_prior > 0.0)?;
+    /// Whether this model scores with a hubness prior (weight > 0 and a prior loaded).
+    pub fn has_prior(&self) -> bool {
+        self.prior.is_some() && self.config.scoring.hubness_prior > 0.0
+    }
+
+    /// What the hubness prior subtracts from every score of each of n chips (`globals`,
+    /// row-major n × D global vectors as stored; normalised here): `hubness_prior · (v_g ·
+    /// t̄)`, or its caption-bank form when `hubness_sharpness` > 0 (see `model::prior`), all
+    /// chips computed together; `None` when the prior is off.
+    pub fn prior_offsets(&self, globals: &[f32]) -> Option<Vec<f32>> {
+        let p = self.prior.as_ref().filter(|_| self.has_prior())?;
+        let mut unit = globals.to_vec();
+        unit.chunks_exact_mut(self.config.embed_dim as usize).for_each(linalg::normalize);
         let h = self.config.scoring.hubness_prior as f32;
-        let mut offsets = p.offsets(unit_globals, self.config.scoring.hubness_sharpness);
+        let mut offsets = p.offsets(&unit, self.config.scoring.hubness_sharpness);
         offsets.iter_mut().for_each(|o| *o *= h);
         Some(offsets)
     }
